@@ -1,0 +1,67 @@
+# taskcodec: the commands the README names. Each sets up what it needs by itself.
+#   make demo   compress real network activations end to end and print sizes and speed
+#   make test   system packages, venv, build, Python tests, C++ tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+JOBS ?= 2
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
+
+.PHONY: all system venv install test test-py test-cpp sanitize fuzz demo bench wheel clean
+
+all: install
+
+system:
+	@bash scripts/setup-system.sh
+
+$(VENV)/.stamp: requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+install: venv
+	$(PIP) install -q --no-build-isolation .
+
+test: system install test-py test-cpp
+
+test-py:
+	$(PY) -m pytest -q
+
+test-cpp: system venv
+	$(VENV)/bin/cmake -S . -B build/cpp -G Ninja -DTASKCODEC_PYTHON=OFF -DTASKCODEC_TESTS=ON \
+	  -DTASKCODEC_CUDA=OFF -DTASKCODEC_WERROR=ON -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja
+	$(VENV)/bin/cmake --build build/cpp
+	cd build/cpp && $(CURDIR)/$(VENV)/bin/ctest --output-on-failure
+
+sanitize: system venv
+	$(VENV)/bin/cmake -S . -B build/asan -G Ninja -DTASKCODEC_PYTHON=OFF -DTASKCODEC_TESTS=ON \
+	  -DTASKCODEC_CUDA=OFF -DTASKCODEC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja
+	$(VENV)/bin/cmake --build build/asan
+	cd build/asan && $(CURDIR)/$(VENV)/bin/ctest --output-on-failure
+
+FUZZ_SECONDS ?= 60
+fuzz: system venv
+	CXX=clang++ CC=clang $(VENV)/bin/cmake -S . -B build/fuzz -G Ninja -DTASKCODEC_PYTHON=OFF \
+	  -DTASKCODEC_FUZZ=ON -DTASKCODEC_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja
+	$(VENV)/bin/cmake --build build/fuzz
+	bash tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
+
+demo: install
+	$(VENV)/bin/taskcodec demo
+
+bench: install
+	$(PY) bench/coders.py
+
+wheel: venv
+	rm -rf dist && $(PIP) wheel --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel .
+	$(VENV)/bin/auditwheel show dist/taskcodec-*.whl
+
+clean:
+	rm -rf build dist $(VENV)

@@ -1,0 +1,340 @@
+#include "chunk.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "../util/bytes.hpp"
+#include "taskcodec/rans.hpp"
+
+namespace taskcodec::detail {
+namespace {
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TASKCODEC_NOINLINE __attribute__((noinline))
+#define TASKCODEC_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TASKCODEC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define TASKCODEC_NOINLINE
+#define TASKCODEC_LIKELY(x) (x)
+#define TASKCODEC_UNLIKELY(x) (x)
+#endif
+
+constexpr uint32_t kBlock = 256;  // symbols per bounds check in the decoder's fast loop
+
+template <class T>
+bool fits_i32(T v) {
+  if constexpr (std::is_signed_v<T>) {
+    return v >= std::numeric_limits<int32_t>::min() && v <= std::numeric_limits<int32_t>::max();
+  } else {
+    return v <= static_cast<T>(std::numeric_limits<int32_t>::max());
+  }
+}
+
+// ---------------------------------------------------------------- encoder
+
+struct EncState {
+  uint32_t* st;
+  uint16_t* words;  // stack growing down
+  size_t pos;
+};
+
+inline void push_uniform(uint32_t& x, uint32_t value, uint32_t bits, EncState& s) {
+  const bool push = enc_must_push(x, uniform_x_max(bits));
+  if (push) s.words[--s.pos] = static_cast<uint16_t>(x);
+  x = enc_uniform_update(enc_after_push(x, push), value, bits);
+}
+
+template <class T>
+TASKCODEC_NOINLINE Error encode_escape(T value, RowEncoder re, uint32_t& x, EncState& s,
+                                       uint64_t at) {
+  if (!fits_i32(value)) {
+    return {Status::kInvalidArgument, "symbol " + std::to_string(at) + " = " +
+                                          std::to_string(value) + " does not fit in int32"};
+  }
+  const int64_t v = static_cast<int64_t>(value);
+  const int64_t o = re.offset;
+  uint32_t sign;
+  uint64_t d;
+  if (v < o) {
+    sign = 0;
+    d = static_cast<uint64_t>(o - 1 - v);
+  } else {
+    sign = 1;
+    d = static_cast<uint64_t>(v - (o + re.count));
+  }
+  const uint32_t nbits = bit_length(d);
+  const uint32_t lo_bits = escape_low_bits(nbits);
+  const uint32_t hi_bits = escape_high_bits(nbits);
+  // Pushed in reverse of the decoding order: high piece, low piece, header, symbol.
+  if (hi_bits) push_uniform(x, static_cast<uint32_t>(d >> 16) & ((1u << hi_bits) - 1u), hi_bits, s);
+  if (lo_bits) push_uniform(x, static_cast<uint32_t>(d) & ((1u << lo_bits) - 1u), lo_bits, s);
+  push_uniform(x, (sign << 6) | nbits, kEscapeHeaderBits, s);
+  const EncSymbol& e = re.syms[re.count];
+  const bool push = enc_must_push(x, e.x_max);
+  if (push) s.words[--s.pos] = static_cast<uint16_t>(x);
+  x = enc_update(enc_after_push(x, push), e);
+  return {};
+}
+
+// Encodes chunk-local symbols [a, b) in reverse, row given by row_of(j).
+template <class T, class RowFn>
+Error encode_run(const T* in, uint64_t a, uint64_t b, uint32_t mask, RowFn row_of, EncState& s,
+                 uint64_t begin) {
+  uint32_t* const st = s.st;
+  uint16_t* const words = s.words;
+  size_t pos = s.pos;
+  for (uint64_t j = b; j-- > a;) {
+    const RowEncoder re = row_of(j);
+    const uint32_t lane = static_cast<uint32_t>(j) & mask;
+    uint32_t x = st[lane];
+    const T v = in[j];
+    const uint64_t local = static_cast<uint64_t>(static_cast<int64_t>(v) - re.offset);
+    if (TASKCODEC_LIKELY(local < re.count && fits_i32(v))) {
+      const EncSymbol& e = re.syms[local];
+      const uint32_t push = enc_must_push(x, e.x_max);
+      words[pos - 1] = static_cast<uint16_t>(x);  // the slot below pos is always free
+      pos -= push;
+      x = enc_update(x >> (push << 4), e);
+    } else {
+      uint32_t xe = x;
+      EncState se{st, words, pos};
+      if (Error err = encode_escape(v, re, xe, se, begin + j)) return err;
+      x = xe;
+      pos = se.pos;
+    }
+    st[lane] = x;
+  }
+  s.pos = pos;
+  return {};
+}
+
+template <class T>
+Error encode_chunk_t(const CdfTable& table, const T* symbols, const RowMap& rows, uint64_t begin,
+                     uint32_t count, uint32_t lanes, std::vector<uint8_t>* out) {
+  thread_local std::vector<uint16_t> scratch;
+  const size_t cap = static_cast<size_t>(count) * kMaxWordsPerSymbol + 2 * lanes + 8;
+  if (scratch.size() < cap) scratch.resize(cap);
+  uint32_t st[kMaxLanes];
+  std::fill_n(st, lanes, kRansLow);
+  EncState s{st, scratch.data(), cap};
+  const uint32_t mask = lanes - 1;
+  const T* in = symbols + begin;
+  if (rows.mode == kRowIndex) {
+    const int32_t* idx = rows.index + begin;
+    auto row_of = [&](uint64_t j) { return table.encoder_row(static_cast<size_t>(idx[j])); };
+    if (Error e = encode_run(in, 0, count, mask, row_of, s, begin)) return e;
+  } else {
+    uint64_t b = count;
+    while (b > 0) {
+      const uint64_t g = begin + b - 1;
+      const uint64_t a = std::max<uint64_t>(rows.run_begin(g), begin) - begin;
+      const RowEncoder re = table.encoder_row(rows.row_of(g));
+      auto row_of = [re](uint64_t) { return re; };
+      if (Error e = encode_run(in, a, b, mask, row_of, s, begin)) return e;
+      b = a;
+    }
+  }
+  // Flush: the decoder reads lane 0's state first, as a little-endian u32.
+  for (uint32_t l = lanes; l-- > 0;) {
+    s.words[--s.pos] = static_cast<uint16_t>(st[l] >> 16);
+    s.words[--s.pos] = static_cast<uint16_t>(st[l]);
+  }
+  const size_t nwords = cap - s.pos;
+  out->resize(nwords * 2);
+  for (size_t i = 0; i < nwords; ++i) store_le<uint16_t>(out->data() + 2 * i, s.words[s.pos + i]);
+  return {};
+}
+
+// ---------------------------------------------------------------- decoder
+
+struct DecState {
+  uint32_t* st;
+  const uint8_t* words;
+  size_t nwords;
+  size_t pos;
+};
+
+Error truncated(uint64_t at) {
+  return {Status::kCorruptStream,
+          "chunk data ends early while decoding symbol " + std::to_string(at)};
+}
+
+inline bool pull_uniform(uint32_t& x, uint32_t bits, DecState& s, uint32_t* value) {
+  *value = dec_uniform_value(x, bits);
+  x = dec_uniform_update(x, bits);
+  if (dec_needs_word(x)) {
+    if (s.pos >= s.nwords) return false;
+    x = dec_shift_in(x, load_le<uint16_t>(s.words + 2 * s.pos++));
+  }
+  return true;
+}
+
+// Called after the escape symbol has been decoded and renormalised.
+TASKCODEC_NOINLINE Error decode_escape(int32_t offset, uint32_t count, uint32_t& x, DecState& s,
+                                       uint64_t at, int32_t* value) {
+  uint32_t header = 0, lo = 0, hi = 0;
+  if (!pull_uniform(x, kEscapeHeaderBits, s, &header)) return truncated(at);
+  const uint32_t sign = header >> 6;
+  const uint32_t nbits = header & 63u;
+  if (nbits > 32) {
+    return {Status::kCorruptStream, "escape of symbol " + std::to_string(at) + " declares " +
+                                        std::to_string(nbits) + " bits; at most 32 are valid"};
+  }
+  const uint32_t lo_bits = escape_low_bits(nbits);
+  const uint32_t hi_bits = escape_high_bits(nbits);
+  if (lo_bits && !pull_uniform(x, lo_bits, s, &lo)) return truncated(at);
+  if (hi_bits && !pull_uniform(x, hi_bits, s, &hi)) return truncated(at);
+  const uint64_t d = nbits ? ((1ull << (nbits - 1)) | (static_cast<uint64_t>(hi) << 16) | lo) : 0;
+  const int64_t o = offset;
+  const int64_t v = sign ? o + count + static_cast<int64_t>(d) : o - 1 - static_cast<int64_t>(d);
+  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max()) {
+    return {Status::kCorruptStream,
+            "escaped symbol " + std::to_string(at) + " = " + std::to_string(v) + " is outside int32"};
+  }
+  *value = static_cast<int32_t>(v);
+  return {};
+}
+
+// Decodes chunk-local symbols [a, b). Unchecked: the caller guarantees enough words.
+// Nothing of the hot state has its address taken, so it stays in registers; the
+// escape path works on copies.
+template <bool kChecked, class Slot, class RowFn>
+Error decode_run(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, RowFn row_of,
+                 DecState& s, int32_t* out, uint64_t begin) {
+  uint32_t* const st = s.st;
+  const uint8_t* const words = s.words;
+  const size_t nwords = s.nwords;
+  size_t pos = s.pos;
+  const uint32_t pmask = (1u << precision) - 1u;
+  for (uint64_t j = a; j < b; ++j) {
+    const RowDecoder<Slot> rd = row_of(j);
+    const uint32_t lane = static_cast<uint32_t>(j) & mask;
+    uint32_t x = st[lane];
+    const uint32_t slot = x & pmask;
+    const uint32_t sym = rd.slot_to_symbol[slot];
+    const uint32_t info = rd.info[sym];
+    x = dec_update(x, info & 0xFFFFu, info >> 16, precision);
+    if constexpr (kChecked) {
+      if (dec_needs_word(x)) {
+        if (pos >= nwords) return truncated(begin + j);
+        x = dec_shift_in(x, load_le<uint16_t>(words + 2 * pos++));
+      }
+    } else {
+      // Branchless: the renormalisation is taken about half of the time at random.
+      const uint32_t need = dec_needs_word(x);
+      const uint32_t w = load_le<uint16_t>(words + 2 * pos);
+      x = (x << (need << 4)) | (w & (0u - need));
+      pos += need;
+    }
+    if (TASKCODEC_LIKELY(sym != rd.count)) {
+      out[j] = rd.offset + static_cast<int32_t>(sym);
+    } else {
+      uint32_t xe = x;
+      DecState se{st, words, nwords, pos};
+      if (Error e = decode_escape(rd.offset, rd.count, xe, se, begin + j, out + j)) return e;
+      x = xe;
+      pos = se.pos;
+    }
+    st[lane] = x;
+  }
+  s.pos = pos;
+  return {};
+}
+
+template <class Slot, class RowFn>
+Error decode_span(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, RowFn row_of,
+                  DecState& s, int32_t* out, uint64_t begin) {
+  while (a < b) {
+    const uint64_t e = std::min<uint64_t>(b, a + kBlock);
+    Error err;
+    if (s.nwords - s.pos >= kMaxWordsPerSymbol * (e - a)) {
+      err = decode_run<false, Slot>(a, e, mask, precision, row_of, s, out, begin);
+    } else {
+      err = decode_run<true, Slot>(a, e, mask, precision, row_of, s, out, begin);
+    }
+    if (err) return err;
+    a = e;
+  }
+  return {};
+}
+
+template <class Slot>
+RowDecoder<Slot> decoder_row(const CdfTable& t, size_t r) {
+  if constexpr (sizeof(Slot) == 1) return t.decoder_row8(r);
+  else return t.decoder_row16(r);
+}
+
+template <class Slot>
+Error decode_chunk_t(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,
+                     uint32_t lanes, const uint8_t* data, size_t len, int32_t* out) {
+  const size_t state_bytes = 4ull * lanes;
+  if (len < state_bytes || (len - state_bytes) % 2 != 0) {
+    return {Status::kCorruptStream, "chunk of " + std::to_string(len) + " bytes cannot hold " +
+                                        std::to_string(lanes) +
+                                        " 4-byte lane states followed by 16-bit words"};
+  }
+  uint32_t st[kMaxLanes];
+  for (uint32_t l = 0; l < lanes; ++l) {
+    st[l] = load_le<uint32_t>(data + 4 * l);
+    if (st[l] < kRansLow) {
+      return {Status::kCorruptStream, "lane " + std::to_string(l) + " starts in state " +
+                                          std::to_string(st[l]) + ", below the minimum 65536"};
+    }
+  }
+  DecState s{st, data + state_bytes, (len - state_bytes) / 2, 0};
+  const uint32_t mask = lanes - 1;
+  const uint32_t precision = table.precision();
+  if (rows.mode == kRowIndex) {
+    const int32_t* idx = rows.index + begin;
+    auto row_of = [&](uint64_t j) { return decoder_row<Slot>(table, static_cast<size_t>(idx[j])); };
+    if (Error e = decode_span<Slot>(0, count, mask, precision, row_of, s, out, begin)) return e;
+  } else {
+    uint64_t a = 0;
+    while (a < count) {
+      const uint64_t g = begin + a;
+      const uint64_t b = std::min<uint64_t>(rows.run_end(g) - begin, count);
+      const RowDecoder<Slot> rd = decoder_row<Slot>(table, rows.row_of(g));
+      auto row_of = [rd](uint64_t) { return rd; };
+      if (Error e = decode_span<Slot>(a, b, mask, precision, row_of, s, out, begin)) return e;
+      a = b;
+    }
+  }
+  if (s.pos != s.nwords) {
+    return {Status::kCorruptStream, "chunk holds " + std::to_string(s.nwords) +
+                                        " words but decoding used " + std::to_string(s.pos)};
+  }
+  for (uint32_t l = 0; l < lanes; ++l) {
+    if (st[l] != kRansLow) {
+      return {Status::kCorruptStream, "lane " + std::to_string(l) + " ends in state " +
+                                          std::to_string(st[l]) + " instead of 65536"};
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+Error encode_chunk(const CdfTable& table, const void* symbols, DType dtype, const RowMap& rows,
+                   uint64_t begin, uint32_t count, uint32_t lanes, std::vector<uint8_t>* out) {
+  switch (dtype) {
+    case DType::kInt8: return encode_chunk_t(table, static_cast<const int8_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kUInt8: return encode_chunk_t(table, static_cast<const uint8_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kInt16: return encode_chunk_t(table, static_cast<const int16_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kUInt16: return encode_chunk_t(table, static_cast<const uint16_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kInt32: return encode_chunk_t(table, static_cast<const int32_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kUInt32: return encode_chunk_t(table, static_cast<const uint32_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kInt64: return encode_chunk_t(table, static_cast<const int64_t*>(symbols), rows, begin, count, lanes, out);
+    case DType::kUInt64: return encode_chunk_t(table, static_cast<const uint64_t*>(symbols), rows, begin, count, lanes, out);
+  }
+  return {Status::kInvalidArgument, "unknown symbol dtype"};
+}
+
+Error decode_chunk(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,
+                   uint32_t lanes, const uint8_t* data, size_t len, int32_t* out) {
+  if (table.wide_slots()) return decode_chunk_t<uint16_t>(table, rows, begin, count, lanes, data, len, out);
+  return decode_chunk_t<uint8_t>(table, rows, begin, count, lanes, data, len, out);
+}
+
+}  // namespace taskcodec::detail

@@ -1,0 +1,45 @@
+// Coding of one chunk: `lanes` interleaved rANS states over a run of symbols.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "taskcodec/frame.hpp"
+#include "taskcodec/table.hpp"
+
+namespace taskcodec::detail {
+
+// How the flat symbol index maps to a table row.
+struct RowMap {
+  uint8_t mode = kRowSingle;  // kRowSingle, kRowIndex, or a channel axis
+  uint64_t inner = 1;         // product of the dims after the channel axis
+  uint64_t channels = 1;      // size of the channel axis
+  const int32_t* index = nullptr;
+  uint32_t row_of(uint64_t i) const noexcept {
+    if (mode == kRowSingle) return 0;
+    if (mode == kRowIndex) return static_cast<uint32_t>(index[i]);
+    return static_cast<uint32_t>((i / inner) % channels);
+  }
+  // End (exclusive) of the run of equal rows that contains i; 1 past i for an index.
+  uint64_t run_end(uint64_t i) const noexcept {
+    if (mode == kRowSingle) return UINT64_MAX;
+    if (mode == kRowIndex) return i + 1;
+    return (i / inner + 1) * inner;
+  }
+  // Start of the run of equal rows that contains i.
+  uint64_t run_begin(uint64_t i) const noexcept {
+    if (mode == kRowSingle) return 0;
+    if (mode == kRowIndex) return i;
+    return (i / inner) * inner;
+  }
+};
+
+// Encodes symbols [begin, begin + count) of `symbols` into *out (chunk bytes).
+Error encode_chunk(const CdfTable& table, const void* symbols, DType dtype, const RowMap& rows,
+                   uint64_t begin, uint32_t count, uint32_t lanes, std::vector<uint8_t>* out);
+
+// Decodes one chunk of `count` symbols into out[0 .. count).
+Error decode_chunk(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,
+                   uint32_t lanes, const uint8_t* data, size_t len, int32_t* out);
+
+}  // namespace taskcodec::detail

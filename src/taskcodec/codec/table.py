@@ -1,0 +1,200 @@
+"""Integer CDF tables shared by encoder and decoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from taskcodec import _core
+from taskcodec.errors import TaskcodecError
+
+__all__ = ["CdfTable"]
+
+
+class CdfTable:
+    """Per-row integer frequency tables, one escape symbol per row.
+
+    Row ``r`` codes the values ``offsets[r] .. offsets[r] + lengths[r] - 1`` with
+    frequencies summing to ``2**precision``; any other value is escaped and coded
+    losslessly. Tables are built once in integer arithmetic, so every machine that
+    builds a table from the same inputs gets the same integers, and ``fingerprint``
+    (a 64-bit FNV-1a hash of :meth:`to_bytes`) identifies them in every frame.
+
+    Build with :meth:`from_pmf` (probabilities), :meth:`from_freqs` (integers) or
+    :meth:`from_bytes` (shipped tables). Instances are immutable and hashable.
+    """
+
+    __slots__ = ("_t",)
+
+    def __init__(self, core_table: Any) -> None:
+        if not isinstance(core_table, _core.Table):
+            raise TypeError("use CdfTable.from_pmf, from_freqs or from_bytes")
+        self._t = core_table
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_pmf(
+        cls,
+        pmf: Any,
+        offsets: Any,
+        precision: int = 16,
+        *,
+        lengths: Any = None,
+        escape: Any = None,
+    ) -> "CdfTable":
+        """Quantize probabilities to integer tables.
+
+        Args:
+            pmf: float array ``[C, K]``; row ``r`` gives the (unnormalized, non-negative)
+                weights of values ``offsets[r] + 0 .. K - 1``. Rows need not sum to 1.
+            offsets: int array ``[C]``, the value of bin 0 of each row.
+            precision: bits of the integer tables (1..16); ``2**precision`` must exceed
+                the symbols of a row plus its escape.
+            lengths: optional int array ``[C]``: row ``r`` uses its first ``lengths[r]``
+                bins only (for ragged tables such as CompressAI's).
+            escape: optional float array ``[C]`` (or scalar) of escape weights in the pmf's
+                units; by default escapes get the smallest frequency, 1.
+        """
+        p = np.asarray(pmf, dtype=np.float64)
+        if p.ndim == 1:
+            p = p[None, :]
+        if p.ndim != 2:
+            raise TaskcodecError(f"pmf must be 2-D [rows, symbols], got shape {p.shape}")
+        rows = p.shape[0]
+        offs = _int_vector(offsets, rows, "offsets", np.int32)
+        lens = None if lengths is None else _int_vector(lengths, rows, "lengths", np.uint32)
+        esc = None
+        if escape is not None:
+            esc = np.broadcast_to(np.asarray(escape, dtype=np.float64), (rows,)).copy()
+        _check_precision(precision)
+        return cls(_core.Table.from_pmf(np.ascontiguousarray(p), offs, int(precision), lens, esc))
+
+    @classmethod
+    def from_freqs(cls, freqs: Any, offsets: Any, precision: int = 16, *, lengths: Any = None) -> "CdfTable":
+        """Use integer frequencies as they are.
+
+        ``freqs`` is ``[C, K + 1]`` (escape in the last column) or, with ``lengths``,
+        ``[C, max(lengths) + 1]`` where row ``r``'s escape sits at column ``lengths[r]``
+        (the layout of :attr:`freqs`). Every row must sum to ``2**precision`` and every
+        used entry must be at least 1.
+        """
+        f = np.asarray(freqs)
+        if f.ndim != 2 or f.shape[1] < 2:
+            raise TaskcodecError(f"freqs must be 2-D [rows, symbols + 1], got shape {f.shape}")
+        if not np.issubdtype(f.dtype, np.integer):
+            raise TaskcodecError(f"freqs must be integers, got {f.dtype}")
+        rows = f.shape[0]
+        offs = _int_vector(offsets, rows, "offsets", np.int32)
+        if lengths is None:
+            lens = np.full(rows, f.shape[1] - 1, dtype=np.uint32)
+        else:
+            lens = _int_vector(lengths, rows, "lengths", np.uint32)
+            if lens.max(initial=0) + 1 > f.shape[1]:
+                raise TaskcodecError("lengths[r] + 1 must not exceed the width of freqs")
+        if f.min(initial=1) < 0 or f.max(initial=0) >= 2**16:
+            raise TaskcodecError("frequencies must lie in 1 .. 2**16 - 1")
+        _check_precision(precision)
+        flat = np.concatenate([f[r, : int(lens[r]) + 1] for r in range(rows)]).astype(np.uint32)
+        return cls(_core.Table.from_freqs(flat, offs, lens, int(precision)))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CdfTable":
+        """Load tables written by :meth:`to_bytes` (validated like any stream)."""
+        return cls(_core.Table.from_bytes(memoryview(data).cast("B")))
+
+    def to_bytes(self) -> bytes:
+        """Canonical serialization (docs/format.md, "Table serialization")."""
+        return self._t.to_bytes()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def fingerprint(self) -> int:
+        """64-bit FNV-1a hash of the integer tables (:meth:`to_bytes`)."""
+        return int(self._t.fingerprint)
+
+    @property
+    def precision(self) -> int:
+        return int(self._t.precision)
+
+    @property
+    def num_rows(self) -> int:
+        return int(self._t.num_rows)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._t.offsets
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """In-range symbols per row (the escape not counted)."""
+        return self._t.lengths
+
+    @property
+    def freqs(self) -> np.ndarray:
+        """``[C, max(lengths) + 1]`` uint32; row r: lengths[r] bins, its escape, then zeros."""
+        return self._t.freqs
+
+    def probabilities(self) -> np.ndarray:
+        """The coded probabilities, ``freqs / 2**precision`` (escape column included)."""
+        return self.freqs.astype(np.float64) / float(1 << self.precision)
+
+    def cost_bits(self, symbols: Any, index: Any = None, *, channel_axis: int = 1) -> float:
+        """Information content of ``symbols`` under these integer tables, in bits.
+
+        In-range values cost ``-log2(freq / 2**precision)``; escaped values cost the
+        escape symbol plus their raw bits (docs/format.md). A frame's payload is within
+        a few bytes per chunk of this number.
+        """
+        from taskcodec.codec.frame import _rows_for
+
+        s = np.asarray(symbols).astype(np.int64)
+        rows = _rows_for(s, self, index, channel_axis)
+        off = self.offsets.astype(np.int64)[rows]
+        k = self.lengths.astype(np.int64)[rows]
+        local = s - off
+        inside = (local >= 0) & (local < k)
+        col = np.where(inside, local, k)
+        logp = np.log2(self.freqs.astype(np.float64)) - self.precision
+        bits = -logp[rows, col]
+        dist = np.where(local < 0, -local - 1, local - k)
+        nbits = np.where(dist > 0, np.floor(np.log2(np.maximum(dist, 1))) + 1, 0)
+        esc_bits = 7 + np.maximum(nbits - 1, 0)
+        return float(bits.sum() + np.where(inside, 0, esc_bits).sum())
+
+    # ------------------------------------------------------------------ dunder
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CdfTable) and self.to_bytes() == other.to_bytes()
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+    def __reduce__(self) -> Any:
+        return (CdfTable.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self) -> str:
+        return (
+            f"CdfTable(rows={self.num_rows}, max_length={int(self._t.max_length)}, "
+            f"precision={self.precision}, fingerprint=0x{self.fingerprint:016x})"
+        )
+
+
+def _check_precision(precision: int) -> None:
+    if not isinstance(precision, (int, np.integer)) or not 1 <= int(precision) <= 16:
+        raise TaskcodecError(f"precision must be an int in 1..16, got {precision!r}")
+
+
+def _int_vector(values: Any, rows: int, name: str, dtype: Any) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim == 0:
+        a = np.full(rows, a)
+    if a.shape != (rows,):
+        raise TaskcodecError(f"{name} must have one entry per row ({rows}), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TaskcodecError(f"{name} must be integers, got {a.dtype}")
+    info = np.iinfo(dtype)
+    if a.size and (a.min() < info.min or a.max() > info.max):
+        raise TaskcodecError(f"{name} must fit in {np.dtype(dtype).name}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
