@@ -103,6 +103,7 @@ py::dict header_dict(const FrameHeader& h, size_t len) {
   d["num_symbols"] = h.num_symbols;
   d["num_chunks"] = h.num_chunks;
   d["meta"] = py::bytes(reinterpret_cast<const char*>(h.meta), h.meta_length);
+  d["index_checksum"] = h.row_mode == kRowIndex ? py::object(py::int_(h.index_checksum)) : py::none();
   d["header_length"] = h.header_length;
   d["payload_length"] = h.payload_length;
   d["frame_length"] = len;

@@ -23,7 +23,7 @@ std::vector<uint32_t> lengths_or_default(const py::object& lengths, size_t rows,
 }
 
 PyTable from_pmf(const CArray<double>& pmf, const CArray<int32_t>& offsets, uint32_t precision,
-                  const py::object& lengths, const py::object& escape) {
+                  const py::object& lengths, const py::object& escape, bool trim_tails) {
   if (pmf.ndim() != 2) throw CoreError(Status::kInvalidArgument, "pmf must be 2-D [rows, symbols]");
   const size_t rows = static_cast<size_t>(pmf.shape(0));
   const size_t width = static_cast<size_t>(pmf.shape(1));
@@ -45,7 +45,7 @@ PyTable from_pmf(const CArray<double>& pmf, const CArray<int32_t>& offsets, uint
   {
     py::gil_scoped_release nogil;
     check(CdfTable::from_pmf(pmf.data(), rows, width, offsets.data(), lens.data(), esc_ptr,
-                             precision, &t.t));
+                             precision, &t.t, trim_tails));
   }
   return t;
 }
@@ -70,7 +70,8 @@ PyTable from_freqs(const CArray<uint32_t>& freqs, const CArray<int32_t>& offsets
 void register_table(py::module_& m) {
   py::class_<PyTable>(m, "Table", "Immutable integer CDF tables (see taskcodec.CdfTable).")
       .def_static("from_pmf", &from_pmf, py::arg("pmf"), py::arg("offsets"), py::arg("precision"),
-                  py::arg("lengths") = py::none(), py::arg("escape") = py::none())
+                  py::arg("lengths") = py::none(), py::arg("escape") = py::none(),
+                  py::arg("trim_tails") = false)
       .def_static("from_freqs", &from_freqs, py::arg("freqs"), py::arg("offsets"),
                   py::arg("lengths"), py::arg("precision"))
       .def_static(

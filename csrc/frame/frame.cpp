@@ -35,6 +35,11 @@ Error invalid(std::string m) { return {Status::kInvalidArgument, std::move(m)}; 
 
 bool is_pow2(uint32_t v) { return v && !(v & (v - 1)); }
 
+// CRC32C of an index array as little-endian int32 values (the frame's index check).
+uint32_t index_checksum(const int32_t* index, uint64_t n) {
+  return crc32c(reinterpret_cast<const uint8_t*>(index), static_cast<size_t>(n) * sizeof(int32_t));
+}
+
 // Product of dims, false on overflow past 2^63.
 bool shape_product(const uint64_t* shape, size_t ndim, uint64_t* n) {
   uint64_t p = 1;
@@ -117,6 +122,9 @@ Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dty
     return invalid("lanes must be a power of two between 1 and 256, got " + std::to_string(options.lanes));
   }
   if (options.chunk_size < 1) return invalid("chunk_size must be at least 1");
+  if (options.kind != FrameKind::kSymbols && options.kind != FrameKind::kSparseUpdate) {
+    return invalid("unknown frame kind " + std::to_string(static_cast<int>(options.kind)));
+  }
   if (layout.ndim > kMaxDims) {
     return invalid("at most " + std::to_string(kMaxDims) + " dims are supported, got " +
                    std::to_string(layout.ndim));
@@ -134,7 +142,9 @@ Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dty
   const uint32_t nc = static_cast<uint32_t>(nc64);
 
   checksum_ = options.checksum;
-  const uint32_t header_length = static_cast<uint32_t>(kFixedHeaderSize + 8 * layout.ndim + meta_len);
+  const bool indexed = layout.row_mode == kRowIndex;
+  const uint32_t header_length =
+      static_cast<uint32_t>(kFixedHeaderSize + 8 * layout.ndim + (indexed ? 4 : 0) + meta_len);
   std::vector<uint8_t>& h = header_;
   h.reserve(header_length + 4ull * nc);
   h.insert(h.end(), kMagic, kMagic + 4);
@@ -154,6 +164,7 @@ Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dty
   detail::append_le<uint32_t>(h, nc);
   detail::append_le<uint32_t>(h, static_cast<uint32_t>(meta_len));
   for (size_t i = 0; i < layout.ndim; ++i) detail::append_le<uint64_t>(h, layout.shape[i]);
+  if (indexed) detail::append_le<uint32_t>(h, index_checksum(layout.index, n));
   if (meta_len) h.insert(h.end(), meta, meta + meta_len);
 
   const RowMap rows = make_row_map(layout.shape, layout.ndim, layout.row_mode, layout.index);
@@ -262,10 +273,11 @@ Error parse_frame(const uint8_t* data, size_t len, const DecodeOptions& options,
   if (h.meta_length > kMaxMetaBytes) {
     return corrupt("meta block of " + std::to_string(h.meta_length) + " bytes exceeds the 1 MiB limit");
   }
-  const uint64_t want_header = kFixedHeaderSize + 8ull * ndim + h.meta_length;
+  const bool indexed = h.row_mode == kRowIndex;
+  const uint64_t want_header = kFixedHeaderSize + 8ull * ndim + (indexed ? 4 : 0) + h.meta_length;
   if (h.header_length != want_header) {
     return corrupt("header length field says " + std::to_string(h.header_length) +
-                   " bytes but ndim and meta length give " + std::to_string(want_header));
+                   " bytes but ndim, row mode and meta length give " + std::to_string(want_header));
   }
   if (want_header > body_end) {
     return corrupt("header of " + std::to_string(want_header) + " bytes does not fit in a frame of " +
@@ -289,7 +301,8 @@ Error parse_frame(const uint8_t* data, size_t len, const DecodeOptions& options,
                    std::to_string(h.num_symbols) + " symbols in chunks of " +
                    std::to_string(h.chunk_size) + " need " + std::to_string(want_chunks));
   }
-  h.meta = data + kFixedHeaderSize + 8ull * ndim;
+  if (indexed) h.index_checksum = load_le<uint32_t>(data + kFixedHeaderSize + 8ull * ndim);
+  h.meta = data + kFixedHeaderSize + 8ull * ndim + (indexed ? 4 : 0);
   const uint64_t after_header = body_end - want_header;
   if (after_header / 4 < h.num_chunks) {
     return corrupt("frame declares " + std::to_string(h.num_chunks) + " chunks but only " +
@@ -341,6 +354,14 @@ Error check_decode(const FrameHeader& h, const CdfTable& table, const int32_t* i
   if (Error e = check_layout(table, layout, h.num_symbols)) {
     if (h.row_mode == kRowIndex) return e;
     return corrupt("frame layout does not fit its table: " + e.message);
+  }
+  if (h.row_mode == kRowIndex) {
+    const uint32_t got = index_checksum(index, index_len);
+    if (got != h.index_checksum) {
+      return {Status::kTableMismatch, "the index differs from the one the frame was coded with "
+                                      "(CRC32C " + hex32(got) + ", frame says " +
+                                          hex32(h.index_checksum) + ")"};
+    }
   }
   return {};
 }

@@ -1,6 +1,9 @@
 #include "chunk.hpp"
+#include "simd.hpp"
 
 #include <algorithm>
+#include <array>
+#include <utility>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -90,13 +93,15 @@ Error encode_run(const T* in, uint64_t a, uint64_t b, uint32_t mask, RowFn row_o
     const uint32_t lane = static_cast<uint32_t>(j) & mask;
     uint32_t x = st[lane];
     const T v = in[j];
-    const uint64_t local = static_cast<uint64_t>(static_cast<int64_t>(v) - re.offset);
+    const uint64_t local =
+        static_cast<uint64_t>(static_cast<int64_t>(v)) - static_cast<uint64_t>(static_cast<int64_t>(re.offset));
     if (TASKCODEC_LIKELY(local < re.count && fits_i32(v))) {
       const EncSymbol& e = re.syms[local];
       const uint32_t push = enc_must_push(x, e.x_max);
       words[pos - 1] = static_cast<uint16_t>(x);  // the slot below pos is always free
       pos -= push;
-      x = enc_update(x >> (push << 4), e);
+      const uint32_t m = 0u - push;  // branchless select of x >> 16 or x
+      x = enc_update(((x >> 16) & m) | (x & ~m), e);
     } else {
       uint32_t xe = x;
       EncState se{st, words, pos};
@@ -108,6 +113,36 @@ Error encode_run(const T* in, uint64_t a, uint64_t b, uint32_t mask, RowFn row_o
   }
   s.pos = pos;
   return {};
+}
+
+// Hot loop for a run of symbols that share one row, in reverse. Stops at the first
+// symbol (from the end) that needs an escape and returns one past its index (a when
+// the run finished).
+template <class T>
+TASKCODEC_NOINLINE uint64_t encode_fixed_fast(const RowEncoder re, const T* in, uint32_t* st,
+                                              uint32_t mask, uint64_t a, uint64_t b,
+                                              uint16_t* words, size_t* pos_io) {
+  const EncSymbol* const syms = re.syms;
+  const int64_t offset = re.offset;
+  const uint64_t count = re.count;
+  size_t pos = *pos_io;
+  uint64_t j = b;
+  for (; j > a; --j) {
+    const T v = in[j - 1];
+    const uint64_t local = static_cast<uint64_t>(static_cast<int64_t>(v)) - static_cast<uint64_t>(offset);
+    if (TASKCODEC_UNLIKELY(local >= count || !fits_i32(v))) break;
+    const uint32_t lane = static_cast<uint32_t>(j - 1) & mask;
+    uint32_t x = st[lane];
+    const EncSymbol& e = syms[local];
+    const uint32_t push = enc_must_push(x, e.x_max);
+    words[pos - 1] = static_cast<uint16_t>(x);  // the slot below pos is always free
+    pos -= push;
+    const uint32_t m = 0u - push;  // branchless select of x >> 16 or x
+    x = enc_update(((x >> 16) & m) | (x & ~m), e);
+    st[lane] = x;
+  }
+  *pos_io = pos;
+  return j;
 }
 
 template <class T>
@@ -132,8 +167,31 @@ Error encode_chunk_t(const CdfTable& table, const T* symbols, const RowMap& rows
       const uint64_t a = std::max<uint64_t>(rows.run_begin(g), begin) - begin;
       const RowEncoder re = table.encoder_row(rows.row_of(g));
       auto row_of = [re](uint64_t) { return re; };
-      if (Error e = encode_run(in, a, b, mask, row_of, s, begin)) return e;
-      b = a;
+      const size_t row = rows.row_of(g);
+      const bool simd = kSimdEncodable<T> && mask >= 7 && simd_available();
+      while (b > a) {
+        if constexpr (kSimdEncodable<T>) {
+          if (simd && (b & 7) == 0 && b >= a + 8) {
+            const uint64_t stop = encode_row_simd<T>(re, table.info(row), table.magic(row),
+                                                     table.precision(), in, st, mask, a, b,
+                                                     s.words, &s.pos);
+            if (stop != b) {
+              b = stop;
+              continue;
+            }
+          }
+        }
+        // Scalar down to the next group boundary (or a), stopping at an escape.
+        const uint64_t lim = std::max<uint64_t>(a, (b - 1) & ~uint64_t{7});
+        const uint64_t stop = encode_fixed_fast<T>(re, in, st, mask, lim, b, s.words, &s.pos);
+        if (stop == lim) {
+          b = lim;
+          continue;
+        }
+        b = stop;
+        if (Error e = encode_run(in, b - 1, b, mask, row_of, s, begin)) return e;  // the escape
+        --b;
+      }
     }
   }
   // Flush: the decoder reads lane 0's state first, as a little-endian u32.
@@ -200,20 +258,20 @@ TASKCODEC_NOINLINE Error decode_escape(int32_t offset, uint32_t count, uint32_t&
 // Decodes chunk-local symbols [a, b). Unchecked: the caller guarantees enough words.
 // Nothing of the hot state has its address taken, so it stays in registers; the
 // escape path works on copies.
-template <bool kChecked, class Slot, class RowFn>
-Error decode_run(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, RowFn row_of,
-                 DecState& s, int32_t* out, uint64_t begin) {
+template <bool kChecked, class RowFn>
+Error decode_run(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, uint32_t shift,
+                 RowFn row_of, DecState& s, int32_t* out, uint64_t begin) {
   uint32_t* const st = s.st;
   const uint8_t* const words = s.words;
   const size_t nwords = s.nwords;
   size_t pos = s.pos;
   const uint32_t pmask = (1u << precision) - 1u;
   for (uint64_t j = a; j < b; ++j) {
-    const RowDecoder<Slot> rd = row_of(j);
+    const RowDecoder rd = row_of(j);
     const uint32_t lane = static_cast<uint32_t>(j) & mask;
     uint32_t x = st[lane];
     const uint32_t slot = x & pmask;
-    const uint32_t sym = rd.slot_to_symbol[slot];
+    const uint32_t sym = lookup_symbol(rd, slot, shift);
     const uint32_t info = rd.info[sym];
     x = dec_update(x, info & 0xFFFFu, info >> 16, precision);
     if constexpr (kChecked) {
@@ -243,16 +301,92 @@ Error decode_run(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, RowF
   return {};
 }
 
-template <class Slot, class RowFn>
-Error decode_span(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, RowFn row_of,
-                  DecState& s, int32_t* out, uint64_t begin) {
+// Hot loop for a run of symbols that share one row, with enough words guaranteed for
+// every symbol (kMaxWordsPerSymbol each). Stops before an escape symbol and returns its
+// chunk-local index (b when the run finished). The precision is a template argument so
+// that the state shifts are constants.
+template <uint32_t P>
+TASKCODEC_NOINLINE uint64_t decode_fixed_fast(const RowDecoder rd, uint32_t shift, uint32_t* st,
+                                              uint32_t mask, uint64_t a, uint64_t b,
+                                              const uint8_t* words, size_t* pos_io, int32_t* out) {
+  const uint32_t* const info_tab = rd.info;
+  const int32_t offset = rd.offset;
+  const uint32_t esc = rd.count;
+  size_t pos = *pos_io;
+  uint64_t j = a;
+  for (; j < b; ++j) {
+    const uint32_t lane = static_cast<uint32_t>(j) & mask;
+    uint32_t x = st[lane];
+    const uint32_t slot = x & ((1u << P) - 1u);
+    const uint32_t sym = lookup_symbol(rd, slot, shift);
+    if (TASKCODEC_UNLIKELY(sym == esc)) break;
+    const uint32_t info = info_tab[sym];
+    x = dec_update(x, info & 0xFFFFu, info >> 16, P);
+    // Branchless renormalisation: it happens at random, about every few symbols.
+    const uint32_t need = dec_needs_word(x);
+    const uint32_t m = 0u - need;
+    const uint32_t y = dec_shift_in(x, load_le<uint16_t>(words + 2 * pos));
+    x = (y & m) | (x & ~m);
+    pos += need;
+    st[lane] = x;
+    out[j] = offset + static_cast<int32_t>(sym);
+  }
+  *pos_io = pos;
+  return j;
+}
+
+using DecodeFastFn = uint64_t (*)(const RowDecoder, uint32_t, uint32_t*, uint32_t, uint64_t,
+                                  uint64_t, const uint8_t*, size_t*, int32_t*);
+
+template <uint32_t... P>
+constexpr std::array<DecodeFastFn, sizeof...(P)> decode_fast_table(std::integer_sequence<uint32_t, P...>) {
+  return {&decode_fixed_fast<P + 1>...};
+}
+
+DecodeFastFn decode_fast_for(uint32_t precision) {
+  static constexpr auto table = decode_fast_table(std::make_integer_sequence<uint32_t, kMaxPrecision>{});
+  return table[precision - 1];
+}
+
+template <class RowFn>
+Error decode_span(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, uint32_t shift,
+                  RowFn row_of, DecState& s, int32_t* out, uint64_t begin, bool fixed_row) {
   while (a < b) {
-    const uint64_t e = std::min<uint64_t>(b, a + kBlock);
+    uint64_t e = std::min<uint64_t>(b, a + kBlock);
     Error err;
     if (s.nwords - s.pos >= kMaxWordsPerSymbol * (e - a)) {
-      err = decode_run<false, Slot>(a, e, mask, precision, row_of, s, out, begin);
+      if (fixed_row) {
+        // SIMD groups of 8 where possible, the scalar kernel up to the next group
+        // boundary otherwise, and the general code for an escape.
+        const RowDecoder rd = row_of(a);
+        const bool simd = mask >= 7 && simd_available();
+        const DecodeFastFn scalar = decode_fast_for(precision);
+        uint64_t j = a;
+        while (j < e) {
+          if (simd && (j & 7) == 0 && j + 8 <= e) {
+            const uint64_t stop = decode_row_simd(rd, precision, shift, s.st, mask, j, e, s.words, &s.pos, out);
+            if (stop != j) {
+              j = stop;
+              continue;
+            }
+          }
+          const uint64_t lim = std::min<uint64_t>(e, (j | 7) + 1);
+          const uint64_t stop = scalar(rd, shift, s.st, mask, j, lim, s.words, &s.pos, out);
+          if (stop < lim) {
+            if (Error err2 = decode_run<false>(stop, stop + 1, mask, precision, shift, row_of, s, out, begin)) {
+              return err2;
+            }
+            j = stop + 1;
+          } else {
+            j = lim;
+          }
+        }
+        a = e;
+        continue;
+      }
+      err = decode_run<false>(a, e, mask, precision, shift, row_of, s, out, begin);
     } else {
-      err = decode_run<true, Slot>(a, e, mask, precision, row_of, s, out, begin);
+      err = decode_run<true>(a, e, mask, precision, shift, row_of, s, out, begin);
     }
     if (err) return err;
     a = e;
@@ -260,13 +394,6 @@ Error decode_span(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, Row
   return {};
 }
 
-template <class Slot>
-RowDecoder<Slot> decoder_row(const CdfTable& t, size_t r) {
-  if constexpr (sizeof(Slot) == 1) return t.decoder_row8(r);
-  else return t.decoder_row16(r);
-}
-
-template <class Slot>
 Error decode_chunk_t(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,
                      uint32_t lanes, const uint8_t* data, size_t len, int32_t* out) {
   const size_t state_bytes = 4ull * lanes;
@@ -286,18 +413,19 @@ Error decode_chunk_t(const CdfTable& table, const RowMap& rows, uint64_t begin, 
   DecState s{st, data + state_bytes, (len - state_bytes) / 2, 0};
   const uint32_t mask = lanes - 1;
   const uint32_t precision = table.precision();
+  const uint32_t shift = table.bucket_shift();
   if (rows.mode == kRowIndex) {
     const int32_t* idx = rows.index + begin;
-    auto row_of = [&](uint64_t j) { return decoder_row<Slot>(table, static_cast<size_t>(idx[j])); };
-    if (Error e = decode_span<Slot>(0, count, mask, precision, row_of, s, out, begin)) return e;
+    auto row_of = [&](uint64_t j) { return table.decoder_row(static_cast<size_t>(idx[j])); };
+    if (Error e = decode_span(0, count, mask, precision, shift, row_of, s, out, begin, false)) return e;
   } else {
     uint64_t a = 0;
     while (a < count) {
       const uint64_t g = begin + a;
       const uint64_t b = std::min<uint64_t>(rows.run_end(g) - begin, count);
-      const RowDecoder<Slot> rd = decoder_row<Slot>(table, rows.row_of(g));
+      const RowDecoder rd = table.decoder_row(rows.row_of(g));
       auto row_of = [rd](uint64_t) { return rd; };
-      if (Error e = decode_span<Slot>(a, b, mask, precision, row_of, s, out, begin)) return e;
+      if (Error e = decode_span(a, b, mask, precision, shift, row_of, s, out, begin, true)) return e;
       a = b;
     }
   }
@@ -333,8 +461,7 @@ Error encode_chunk(const CdfTable& table, const void* symbols, DType dtype, cons
 
 Error decode_chunk(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,
                    uint32_t lanes, const uint8_t* data, size_t len, int32_t* out) {
-  if (table.wide_slots()) return decode_chunk_t<uint16_t>(table, rows, begin, count, lanes, data, len, out);
-  return decode_chunk_t<uint8_t>(table, rows, begin, count, lanes, data, len, out);
+  return decode_chunk_t(table, rows, begin, count, lanes, data, len, out);
 }
 
 }  // namespace taskcodec::detail

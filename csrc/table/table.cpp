@@ -68,7 +68,7 @@ void quantize_row(const std::vector<uint64_t>& w, uint32_t precision, uint32_t* 
 
 Error CdfTable::from_pmf(const double* pmf, size_t rows, size_t width, const int32_t* offsets,
                          const uint32_t* lengths, const double* escape, uint32_t precision,
-                         std::shared_ptr<const CdfTable>* out) {
+                         std::shared_ptr<const CdfTable>* out, bool trim_tails) {
   if (Error e = check_common(rows, precision)) return e;
   if (width < 1) return invalid("pmf rows need at least one entry");
   std::vector<uint32_t> lens(rows);
@@ -82,9 +82,10 @@ Error CdfTable::from_pmf(const double* pmf, size_t rows, size_t width, const int
     if (Error e = check_length(r, lens[r], precision)) return e;
     flat += lens[r] + 1;
   }
-  std::vector<uint32_t> freqs(flat);
+  std::vector<uint32_t> freqs;
+  freqs.reserve(flat);
+  std::vector<int32_t> offs(offsets, offsets + rows);
   std::vector<uint64_t> w;
-  uint64_t at = 0;
   for (size_t r = 0; r < rows; ++r) {
     const double* row = pmf + r * width;
     const size_t k = lens[r];
@@ -107,11 +108,31 @@ Error CdfTable::from_pmf(const double* pmf, size_t rows, size_t width, const int
       std::frexp(mx, &e);  // mx = m * 2^e, 0.5 <= m < 1: scaled weights are < 2^40
       for (size_t i = 0; i < k; ++i) w[i] = static_cast<uint64_t>(std::floor(std::ldexp(row[i], 40 - e)));
       w[k] = static_cast<uint64_t>(std::floor(std::ldexp(esc, 40 - e)));
+      if (trim_tails) {
+        // Bins at either end with probability below 2^-(precision + 3) cost every other
+        // symbol more (each needs a slot) than escaping their rare values costs them.
+        uint64_t total = 0;
+        for (uint64_t v : w) total += v;
+        size_t lo = 0, hi = k;
+        uint64_t moved = 0;
+        const auto negligible = [&](size_t i) { return (w[i] << (precision + 3)) < total; };
+        while (hi - lo > 1 && negligible(lo)) moved += w[lo++];
+        while (hi - lo > 1 && negligible(hi - 1)) moved += w[--hi];
+        if (lo > 0 || hi < k) {
+          const uint64_t esc_w = w[k] + moved;
+          w.erase(w.begin() + static_cast<std::ptrdiff_t>(hi), w.end());
+          w.erase(w.begin(), w.begin() + static_cast<std::ptrdiff_t>(lo));
+          w.push_back(esc_w);
+          offs[r] = static_cast<int32_t>(static_cast<int64_t>(offs[r]) + static_cast<int64_t>(lo));
+          lens[r] = static_cast<uint32_t>(hi - lo);
+        }
+      }
     }
+    const size_t at = freqs.size();
+    freqs.resize(at + w.size());
     quantize_row(w, precision, freqs.data() + at);
-    at += k + 1;
   }
-  return from_freqs(freqs.data(), freqs.size(), rows, offsets, lens.data(), precision, out);
+  return from_freqs(freqs.data(), freqs.size(), rows, offs.data(), lens.data(), precision, out);
 }
 
 Error CdfTable::from_freqs(const uint32_t* freqs, size_t freqs_len, size_t rows,
@@ -142,6 +163,8 @@ Error CdfTable::from_freqs(const uint32_t* freqs, size_t freqs_len, size_t rows,
   }
   t->freqs_.assign(freqs, freqs + freqs_len);
   t->enc_.resize(freqs_len);
+  t->info_.resize(freqs_len);
+  t->magic_.resize(freqs_len);
   const uint64_t m = 1ull << precision;
   for (size_t r = 0; r < rows; ++r) {
     uint64_t cum = 0;
@@ -153,6 +176,8 @@ Error CdfTable::from_freqs(const uint32_t* freqs, size_t freqs_len, size_t rows,
                        "; every symbol needs 1 <= freq < 2^precision");
       }
       t->enc_[i] = make_enc_symbol(static_cast<uint32_t>(cum), f, precision);
+      t->info_[i] = f | static_cast<uint32_t>(cum << 16);
+      t->magic_[i] = gm_magic(f);
       cum += f;
       if (cum > m) break;
     }
@@ -225,35 +250,48 @@ Error CdfTable::deserialize(const uint8_t* data, size_t len, std::shared_ptr<con
 void CdfTable::prepare_decoder() const {
   std::call_once(dec_once_, [this] {
     const size_t rows = offsets_.size();
-    const size_t m = size_t{1} << precision_;
-    dec_info_.resize(freqs_.size());
-    if (wide_slots()) dec_slots16_.resize(rows * m);
-    else dec_slots8_.resize(rows * m);
+    // Enough buckets that most hold at most one boundary: 4x the largest alphabet.
+    uint32_t bits = 0;
+    while ((1u << bits) < max_length_ + 1) ++bits;
+    bucket_bits_ = std::min(precision_, bits + 2);
+    const uint32_t shift = precision_ - bucket_bits_;
+    const uint32_t width = 1u << shift;
+    const size_t nb = size_t{1} << bucket_bits_;
+    dec_buckets_.assign(rows * nb, 0);
+    dec_fine_.clear();
+    dec_fine_begin_.assign(rows, 0);
+    std::vector<uint32_t> starts;
     for (size_t r = 0; r < rows; ++r) {
-      uint32_t cum = 0;
-      for (uint64_t i = row_begin_[r]; i < row_begin_[r + 1]; ++i) {
-        const uint32_t f = freqs_[i];
-        const uint32_t sym = static_cast<uint32_t>(i - row_begin_[r]);
-        dec_info_[i] = f | (cum << 16);
-        if (wide_slots()) {
-          std::fill_n(dec_slots16_.data() + r * m + cum, f, static_cast<uint16_t>(sym));
+      const uint32_t* f = freqs(r);
+      const uint32_t k1 = lengths_[r] + 1;
+      starts.assign(k1 + 1, 0);
+      for (uint32_t s = 0; s < k1; ++s) starts[s + 1] = starts[s] + f[s];
+      dec_fine_begin_[r] = dec_fine_.size();
+      uint32_t fine_count = 0;
+      uint32_t sym = 0;  // owner of the current bucket's first slot
+      for (size_t b = 0; b < nb; ++b) {
+        const uint32_t lo = static_cast<uint32_t>(b) << shift;
+        const uint32_t hi = lo + width;
+        while (starts[sym + 1] <= lo) ++sym;
+        uint32_t* entry = &dec_buckets_[r * nb + b];
+        if (starts[sym + 1] >= hi) {
+          *entry = sym | (width << 16);  // one symbol fills the bucket
+        } else if (starts[sym + 2] >= hi) {  // sym + 1 exists: starts[sym + 1] < hi <= 2^p
+          *entry = sym | ((starts[sym + 1] - lo) << 16);  // exactly one boundary
         } else {
-          std::fill_n(dec_slots8_.data() + r * m + cum, f, static_cast<uint8_t>(sym));
+          *entry = fine_count | (kFineBucket << 16);
+          uint32_t t = sym;
+          for (uint32_t i = 0; i < width; ++i) {
+            while (starts[t + 1] <= lo + i) ++t;
+            dec_fine_.push_back(static_cast<uint16_t>(t));
+          }
+          ++fine_count;
         }
-        cum += f;
       }
     }
+    // Padding: SIMD decoders read the 16-bit entries as 32-bit words.
+    dec_fine_.push_back(0);
   });
-}
-
-RowDecoder<uint8_t> CdfTable::decoder_row8(size_t r) const {
-  return {dec_slots8_.data() + (r << precision_), dec_info_.data() + row_begin_[r], offsets_[r],
-          lengths_[r]};
-}
-
-RowDecoder<uint16_t> CdfTable::decoder_row16(size_t r) const {
-  return {dec_slots16_.data() + (r << precision_), dec_info_.data() + row_begin_[r], offsets_[r],
-          lengths_[r]};
 }
 
 }  // namespace taskcodec

@@ -50,6 +50,7 @@ struct FrameHeader {
   uint64_t num_symbols = 0;
   uint32_t num_chunks = 0;
   std::vector<uint64_t> shape;
+  uint32_t index_checksum = 0;    // with kRowIndex: CRC32C of the index (int32 LE)
   const uint8_t* meta = nullptr;  // points into the frame
   uint32_t meta_length = 0;
   const uint8_t* directory = nullptr;  // num_chunks little-endian u32 lengths

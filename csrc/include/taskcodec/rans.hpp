@@ -20,35 +20,65 @@ inline constexpr uint32_t kRansLow = 1u << 16;  // lower bound of a lane state
 inline constexpr uint32_t kMaxPrecision = 16;
 inline constexpr uint32_t kEscapeHeaderBits = 7;  // sign (1) + bit length (6)
 
+// High 64 bits of a 64 x 64-bit product.
+TASKCODEC_HD uint64_t mulhi64(uint64_t a, uint64_t b) {
+#if defined(__CUDA_ARCH__)
+  return __umul64hi(a, b);
+#elif defined(__SIZEOF_INT128__)
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(a) * b) >> 64);
+#else
+  const uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
+  const uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
+  const uint64_t cross = (lo_lo >> 32) + (hi_lo & 0xFFFFFFFFu) + lo_hi;
+  return (hi_lo >> 32) + (cross >> 32) + hi_hi;
+#endif
+}
+
 // Everything the encoder needs about one symbol of one row, precomputed so that an
-// encoding step has no division: q = floor(x / freq) = ((x * rcp >> 32) + x) >> shift.
+// encoding step has no division and no variable shift:
+//   q = mulhi64(x, rcp), x' = x + bias + q * cmpl.
+// For freq >= 2, rcp = ceil(2^64 / freq), so q = floor(x / freq) exactly for every 32-bit
+// x (the rounding error is below 2^-32 < 1 / freq), and bias = start. For freq = 1,
+// rcp = 2^64 - 1 gives q = x - 1 and bias = start + 2^precision - 1 compensates.
 struct EncSymbol {
-  uint32_t x_max;  // renormalise while x >= x_max (= freq << (32 - precision))
-  uint32_t rcp;    // low 32 bits of ceil(2^(32 + shift) / freq)
-  uint32_t start;  // cumulative frequency of the symbol
-  uint16_t cmpl;   // 2^precision - freq
-  uint16_t shift;  // ceil(log2(freq))
+  uint64_t rcp;
+  uint32_t x_max;  // push a word while x >= x_max (= freq << (32 - precision))
+  uint32_t bias;
+  uint32_t cmpl;   // 2^precision - freq
+  uint32_t freq;
 };
 
 TASKCODEC_HD EncSymbol make_enc_symbol(uint32_t start, uint32_t freq, uint32_t precision) {
   EncSymbol e{};
   e.x_max = freq << (32 - precision);  // freq < 2^precision, so this fits
-  e.start = start;
-  e.cmpl = static_cast<uint16_t>((1u << precision) - freq);
-  uint32_t shift = 0;
-  while ((1u << shift) < freq) ++shift;
-  e.shift = static_cast<uint16_t>(shift);
-  // m = ceil(2^(32+shift) / freq) lies in (2^32, 2^33]; keep m - 2^32.
-  const uint64_t num = 1ull << (32 + shift);
-  const uint64_t m = (num + freq - 1) / freq;
-  e.rcp = static_cast<uint32_t>(m - (1ull << 32));
+  e.cmpl = (1u << precision) - freq;
+  e.freq = freq;
+  if (freq < 2) {
+    e.rcp = ~0ull;
+    e.bias = start + (1u << precision) - 1u;
+  } else {
+    e.rcp = ~0ull / freq + 1;  // ceil(2^64 / freq), exact when freq is a power of two
+    e.bias = start;
+  }
   return e;
 }
 
-// floor(x / freq), exact for every 32-bit x (Granlund-Montgomery with a 33-bit magic).
+// Granlund-Montgomery magic for 32-bit lanes (the SIMD and GPU coders): with
+// t = mulhi32(x, magic), q = (t + ((x - t) >> 1)) >> s1 equals floor(x / freq) for
+// freq >= 2, where s1 = ceil(log2(freq)) - 1. For freq = 1 the magic 2^32 - 1 and s1 = 0
+// give x - 1, matching the biased form of EncSymbol.
+TASKCODEC_HD uint32_t gm_magic(uint32_t freq) {
+  if (freq < 2) return 0xFFFFFFFFu;
+  uint32_t l = 0;
+  while ((1u << l) < freq) ++l;
+  return static_cast<uint32_t>(((1ull << 32) * ((1ull << l) - freq)) / freq + 1);
+}
+
+// floor(x / freq) for every 32-bit x >= 1 (tests and documentation; the coder uses
+// the biased form inside enc_update).
 TASKCODEC_HD uint32_t enc_quotient(uint32_t x, const EncSymbol& e) {
-  const uint64_t t = ((static_cast<uint64_t>(x) * e.rcp) >> 32) + x;
-  return static_cast<uint32_t>(t >> e.shift);
+  const uint32_t q = static_cast<uint32_t>(mulhi64(x, e.rcp));
+  return e.freq == 1 ? q + 1 : q;
 }
 
 // Encoder renormalisation: when x >= x_max the low 16 bits of x are pushed (the
@@ -58,8 +88,8 @@ TASKCODEC_HD uint32_t enc_after_push(uint32_t x, bool pushed) { return pushed ? 
 
 // State update after renormalisation: x <- (x div f) << p + (x mod f) + start.
 TASKCODEC_HD uint32_t enc_update(uint32_t x, const EncSymbol& e) {
-  const uint32_t q = enc_quotient(x, e);
-  return x + e.start + q * e.cmpl;
+  const uint32_t q = static_cast<uint32_t>(mulhi64(x, e.rcp));
+  return x + e.bias + q * e.cmpl;
 }
 
 // Uniform coding of `bits` raw bits (1..16): freq 1, start = value, precision = bits.

@@ -24,14 +24,31 @@ struct RowEncoder {
   uint32_t count;  // K
 };
 
-// What the decoder needs for one row: O(1) slot -> symbol, then freq/start.
-template <class Slot>
+// What the decoder needs for one row: O(1) slot -> symbol through a bucket table.
+// The 2^precision slots are cut into 2^bucket_bits buckets of W = 2^shift slots. A bucket
+// entry is sym0 | bound << 16: sym0 owns the bucket's first slot, and the slots from
+// offset `bound` on belong to sym0 + 1 (bound = W when the bucket holds one boundary or
+// none). Buckets that hold two or more boundaries (only rare symbols, freq < W, do
+// that) have bound = kFineBucket and sym0 = the index of a W-entry direct table in
+// `fine`. The tables stay small (a few KB a row) so rows that change often stay cached.
+inline constexpr uint32_t kFineBucket = 0xFFFF;
+
 struct RowDecoder {
-  const Slot* slot_to_symbol;  // 2^precision entries
-  const uint32_t* info;        // K + 1 entries: freq | start << 16
+  const uint32_t* buckets;  // 2^bucket_bits entries
+  const uint16_t* fine;     // W entries per fine bucket
+  const uint32_t* info;     // K + 1 entries: freq | start << 16
   int32_t offset;
-  uint32_t count;  // K
+  uint32_t count;  // K (= the escape symbol's index)
 };
+
+// Slot -> symbol with the bucket table of a row.
+inline uint32_t lookup_symbol(const RowDecoder& rd, uint32_t slot, uint32_t shift) {
+  const uint32_t e = rd.buckets[slot >> shift];
+  const uint32_t bound = e >> 16;
+  const uint32_t in_bucket = slot & ((1u << shift) - 1u);
+  if (bound == kFineBucket) return rd.fine[((e & 0xFFFFu) << shift) + in_bucket];
+  return (e & 0xFFFFu) + (in_bucket >= bound);
+}
 
 class CdfTable {
  public:
@@ -39,9 +56,12 @@ class CdfTable {
   // (docs/format.md, "Building tables"). pmf is rows x width (row-major); row r uses
   // its first lengths[r] entries (all `width` when lengths is null). escape (nullable)
   // holds each row's escape weight in the same units; null means "as rare as allowed".
+  // With trim_tails, bins at either end of a row whose probability is below
+  // 2^-(precision + 3) leave the row (offset and length shrink) and their weight goes to
+  // the escape: their values are still coded exactly, as escapes.
   static Error from_pmf(const double* pmf, size_t rows, size_t width, const int32_t* offsets,
                         const uint32_t* lengths, const double* escape, uint32_t precision,
-                        std::shared_ptr<const CdfTable>* out);
+                        std::shared_ptr<const CdfTable>* out, bool trim_tails = false);
 
   // Takes integer frequencies as they are. freqs holds the rows back to back, row r
   // with lengths[r] + 1 entries (escape last); each row must sum to 2^precision and
@@ -67,11 +87,17 @@ class CdfTable {
   RowEncoder encoder_row(size_t r) const noexcept {
     return {enc_.data() + row_begin_[r], offsets_[r], lengths_[r]};
   }
+  // Per symbol of row r (K + 1 entries): freq | start << 16, and gm_magic(freq).
+  const uint32_t* info(size_t r) const noexcept { return info_.data() + row_begin_[r]; }
+  const uint32_t* magic(size_t r) const noexcept { return magic_.data() + row_begin_[r]; }
   // Decoder tables are built on first use (thread-safe) and kept.
-  bool wide_slots() const noexcept { return max_length_ + 1 > 256; }
-  RowDecoder<uint8_t> decoder_row8(size_t r) const;
-  RowDecoder<uint16_t> decoder_row16(size_t r) const;
   void prepare_decoder() const;
+  RowDecoder decoder_row(size_t r) const noexcept {
+    return {dec_buckets_.data() + (r << bucket_bits_), dec_fine_.data() + dec_fine_begin_[r],
+            info_.data() + row_begin_[r], offsets_[r], lengths_[r]};
+  }
+  // log2 of the slots per bucket (precision - bucket bits); valid after prepare_decoder().
+  uint32_t bucket_shift() const noexcept { return precision_ - bucket_bits_; }
 
  private:
   CdfTable() = default;
@@ -84,13 +110,16 @@ class CdfTable {
   std::vector<uint64_t> row_begin_;
   std::vector<uint32_t> freqs_;
   std::vector<EncSymbol> enc_;
+  std::vector<uint32_t> info_;
+  std::vector<uint32_t> magic_;
   std::vector<uint8_t> serial_;
   uint64_t fingerprint_ = 0;
 
   mutable std::once_flag dec_once_;
-  mutable std::vector<uint32_t> dec_info_;
-  mutable std::vector<uint8_t> dec_slots8_;
-  mutable std::vector<uint16_t> dec_slots16_;
+  mutable uint32_t bucket_bits_ = 0;
+  mutable std::vector<uint32_t> dec_buckets_;
+  mutable std::vector<uint16_t> dec_fine_;
+  mutable std::vector<size_t> dec_fine_begin_;
 };
 
 }  // namespace taskcodec

@@ -43,6 +43,7 @@ class FrameInfo:
     num_symbols: int
     num_chunks: int
     meta: bytes
+    index_checksum: Optional[int]  # CRC32C of the index the frame was coded with
     header_length: int
     payload_length: int
     frame_length: int
@@ -139,7 +140,8 @@ def encode(
     arr = _as_array(symbols, "symbols")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TaskcodecError(f"symbols must be an integer array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if index is not None:
@@ -200,6 +202,7 @@ def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameIn
         num_symbols=int(d["num_symbols"]),
         num_chunks=int(d["num_chunks"]),
         meta=bytes(d["meta"]),
+        index_checksum=None if d["index_checksum"] is None else int(d["index_checksum"]),
         header_length=int(d["header_length"]),
         payload_length=int(d["payload_length"]),
         frame_length=int(d["frame_length"]),
