@@ -1,0 +1,75 @@
+"""Type stubs for taskcodec's compiled core (private; use the taskcodec package)."""
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+FORMAT_VERSION: int
+has_cuda: bool
+ROW_SINGLE: int
+ROW_INDEX: int
+DEFAULT_LANES: int
+DEFAULT_CHUNK_SIZE: int
+DEFAULT_MAX_SYMBOLS: int
+MAX_LANES: int
+MAX_PRECISION: int
+
+def status_name(code: int) -> str: ...
+
+class Table:
+    @staticmethod
+    def from_pmf(
+        pmf: npt.NDArray[np.float64],
+        offsets: npt.NDArray[np.int32],
+        precision: int,
+        lengths: Optional[npt.NDArray[np.uint32]] = None,
+        escape: Optional[npt.NDArray[np.float64]] = None,
+        trim_tails: bool = False,
+    ) -> "Table": ...
+    @staticmethod
+    def from_freqs(
+        freqs: npt.NDArray[np.uint32],
+        offsets: npt.NDArray[np.int32],
+        lengths: npt.NDArray[np.uint32],
+        precision: int,
+    ) -> "Table": ...
+    @staticmethod
+    def from_bytes(data: Any) -> "Table": ...
+    def to_bytes(self) -> bytes: ...
+    @property
+    def fingerprint(self) -> int: ...
+    @property
+    def precision(self) -> int: ...
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def max_length(self) -> int: ...
+    @property
+    def offsets(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def lengths(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def freqs(self) -> npt.NDArray[np.uint32]: ...
+
+def encode(
+    symbols: Any,
+    table: Table,
+    row_mode: int,
+    index: Optional[npt.NDArray[np.int32]],
+    meta: bytes,
+    lanes: int,
+    chunk_size: int,
+    checksum: bool,
+    threads: int,
+    kind: int,
+) -> bytes: ...
+def decode(
+    blob: Any,
+    table: Table,
+    index: Optional[npt.NDArray[np.int32]],
+    max_symbols: int,
+    threads: int,
+) -> npt.NDArray[np.int32]: ...
+def read_header(blob: Any, max_symbols: int) -> Dict[str, Any]: ...
