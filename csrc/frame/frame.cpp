@@ -112,6 +112,9 @@ Error check_layout(const CdfTable& table, const SymbolLayout& layout, uint64_t n
   return {};
 }
 
+FrameEncoder::FrameEncoder() = default;
+FrameEncoder::~FrameEncoder() = default;
+
 Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dtype,
                            const SymbolLayout& layout, const uint8_t* meta, size_t meta_len,
                            const EncodeOptions& options) {
@@ -202,7 +205,7 @@ Error FrameEncoder::write(uint8_t* out, size_t capacity) const {
     p += 4;
   }
   for (const auto& c : chunks_) {
-    if (!c.empty()) std::memcpy(p, c.data(), c.size());
+    if (c.size()) std::memcpy(p, c.data(), c.size());
     p += c.size();
   }
   if (checksum_) {

@@ -5,6 +5,7 @@
 #include <array>
 #include <utility>
 #include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 
@@ -147,13 +148,13 @@ TASKCODEC_NOINLINE uint64_t encode_fixed_fast(const RowEncoder re, const T* in, 
 
 template <class T>
 Error encode_chunk_t(const CdfTable& table, const T* symbols, const RowMap& rows, uint64_t begin,
-                     uint32_t count, uint32_t lanes, std::vector<uint8_t>* out) {
-  thread_local std::vector<uint16_t> scratch;
+                     uint32_t count, uint32_t lanes, ChunkBuffer* out) {
   const size_t cap = static_cast<size_t>(count) * kMaxWordsPerSymbol + 2 * lanes + 8;
-  if (scratch.size() < cap) scratch.resize(cap);
+  out->words.reset(new (std::nothrow) uint16_t[cap]);  // not value-initialised
+  if (!out->words) return {Status::kOutOfMemory, "out of memory for a chunk buffer"};
   uint32_t st[kMaxLanes];
   std::fill_n(st, lanes, kRansLow);
-  EncState s{st, scratch.data(), cap};
+  EncState s{st, out->words.get(), cap};
   const uint32_t mask = lanes - 1;
   const T* in = symbols + begin;
   if (rows.mode == kRowIndex) {
@@ -199,9 +200,9 @@ Error encode_chunk_t(const CdfTable& table, const T* symbols, const RowMap& rows
     s.words[--s.pos] = static_cast<uint16_t>(st[l] >> 16);
     s.words[--s.pos] = static_cast<uint16_t>(st[l]);
   }
-  const size_t nwords = cap - s.pos;
-  out->resize(nwords * 2);
-  for (size_t i = 0; i < nwords; ++i) store_le<uint16_t>(out->data() + 2 * i, s.words[s.pos + i]);
+  // The words are in memory in little-endian order already (little-endian CPUs only).
+  out->begin = s.pos;
+  out->end = cap;
   return {};
 }
 
@@ -445,7 +446,7 @@ Error decode_chunk_t(const CdfTable& table, const RowMap& rows, uint64_t begin, 
 }  // namespace
 
 Error encode_chunk(const CdfTable& table, const void* symbols, DType dtype, const RowMap& rows,
-                   uint64_t begin, uint32_t count, uint32_t lanes, std::vector<uint8_t>* out) {
+                   uint64_t begin, uint32_t count, uint32_t lanes, ChunkBuffer* out) {
   switch (dtype) {
     case DType::kInt8: return encode_chunk_t(table, static_cast<const int8_t*>(symbols), rows, begin, count, lanes, out);
     case DType::kUInt8: return encode_chunk_t(table, static_cast<const uint8_t*>(symbols), rows, begin, count, lanes, out);

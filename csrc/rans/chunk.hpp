@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "taskcodec/frame.hpp"
@@ -34,9 +35,21 @@ struct RowMap {
   }
 };
 
-// Encodes symbols [begin, begin + count) of `symbols` into *out (chunk bytes).
+// A coded chunk: the words are written downward into a buffer sized for the worst
+// case and left there (untouched pages of the buffer are never backed by memory).
+struct ChunkBuffer {
+  std::unique_ptr<uint16_t[]> words;
+  size_t begin = 0;  // first word of the chunk
+  size_t end = 0;    // one past the last
+  const uint8_t* data() const noexcept {
+    return reinterpret_cast<const uint8_t*>(words.get() + begin);
+  }
+  size_t size() const noexcept { return (end - begin) * 2; }
+};
+
+// Encodes symbols [begin, begin + count) of `symbols` into *out.
 Error encode_chunk(const CdfTable& table, const void* symbols, DType dtype, const RowMap& rows,
-                   uint64_t begin, uint32_t count, uint32_t lanes, std::vector<uint8_t>* out);
+                   uint64_t begin, uint32_t count, uint32_t lanes, ChunkBuffer* out);
 
 // Decodes one chunk of `count` symbols into out[0 .. count).
 Error decode_chunk(const CdfTable& table, const RowMap& rows, uint64_t begin, uint32_t count,

@@ -58,6 +58,10 @@ struct FrameHeader {
   uint64_t payload_length = 0;
 };
 
+namespace detail {
+struct ChunkBuffer;
+}
+
 struct EncodeOptions {
   uint32_t lanes = kDefaultLanes;
   uint32_t chunk_size = kDefaultChunkSize;
@@ -83,6 +87,10 @@ struct SymbolLayout {
 // write() copies the frame into caller memory. Thread-compatible, not thread-safe.
 class FrameEncoder {
  public:
+  FrameEncoder();
+  ~FrameEncoder();
+  FrameEncoder(const FrameEncoder&) = delete;
+  FrameEncoder& operator=(const FrameEncoder&) = delete;
   Error encode(const CdfTable& table, const void* symbols, DType dtype, const SymbolLayout& layout,
                const uint8_t* meta, size_t meta_len, const EncodeOptions& options);
   size_t size() const noexcept { return size_; }
@@ -90,7 +98,7 @@ class FrameEncoder {
 
  private:
   std::vector<uint8_t> header_;
-  std::vector<std::vector<uint8_t>> chunks_;
+  std::vector<detail::ChunkBuffer> chunks_;
   bool checksum_ = true;
   size_t size_ = 0;
 };

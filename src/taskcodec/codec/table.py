@@ -168,7 +168,8 @@ class CdfTable:
         local = s - off
         inside = (local >= 0) & (local < k)
         col = np.where(inside, local, k)
-        logp = np.log2(self.freqs.astype(np.float64)) - self.precision
+        f = self.freqs.astype(np.float64)
+        logp = np.log2(np.where(f > 0, f, 1.0)) - self.precision  # zeros are padding
         bits = -logp[rows, col]
         dist = np.where(local < 0, -local - 1, local - k)
         nbits = np.where(dist > 0, np.floor(np.log2(np.maximum(dist, 1))) + 1, 0)
