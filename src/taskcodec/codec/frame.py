@@ -144,6 +144,13 @@ def encode(
         arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
+    lanes = _int_option(lanes, "lanes", 1, int(_core.MAX_LANES))
+    if lanes & (lanes - 1):
+        raise TaskcodecError(f"lanes must be a power of two, got {lanes}")
+    chunk_size = _int_option(chunk_size, "chunk_size", 1, 2**32 - 1)
+    threads = _int_option(threads, "threads", 0, 1024)
+    if not isinstance(meta, (bytes, bytearray, memoryview)):
+        raise TaskcodecError(f"meta must be bytes-like, got {type(meta).__name__}")
     if index is not None:
         idx: Optional[np.ndarray] = _as_index(index, arr.shape, table.num_rows)
         mode = int(_core.ROW_INDEX)
@@ -151,8 +158,8 @@ def encode(
         idx = None
         mode = _row_mode(arr.shape, table, channel_axis)
     return _core.encode(
-        arr, table._t, mode, idx, bytes(meta), int(lanes), int(chunk_size), bool(checksum),
-        int(threads), FrameKind.SYMBOLS,
+        arr, table._t, mode, idx, bytes(meta), lanes, chunk_size, bool(checksum), threads,
+        FrameKind.SYMBOLS,
     )
 
 
@@ -173,17 +180,20 @@ def decode(
     """
     if not isinstance(table, CdfTable):
         raise TaskcodecError(f"table must be a CdfTable, got {type(table).__name__}")
+    max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
+    threads = _int_option(threads, "threads", 0, 1024)
     view = _byte_view(blob)
     idx = None
     if index is not None:
         info = read_header(view, max_symbols=max_symbols)
         idx = _as_index(index, info.shape, table.num_rows)
-    return _core.decode(view, table._t, idx, int(max_symbols), int(threads))
+    return _core.decode(view, table._t, idx, max_symbols, threads)
 
 
 def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameInfo:
     """Validate a frame's structure and CRC and return its header (no table needed)."""
-    d = _core.read_header(_byte_view(blob), int(max_symbols))
+    max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
+    d = _core.read_header(_byte_view(blob), max_symbols)
     row_mode = int(d["row_mode"])
     single = row_mode == int(_core.ROW_SINGLE)
     uses_index = row_mode == int(_core.ROW_INDEX)
@@ -207,6 +217,14 @@ def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameIn
         payload_length=int(d["payload_length"]),
         frame_length=int(d["frame_length"]),
     )
+
+
+def _int_option(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TaskcodecError(f"{name} must be an int, got {type(value).__name__}")
+    if not lo <= int(value) <= hi:
+        raise TaskcodecError(f"{name} must lie in {lo}..{hi}, got {value}")
+    return int(value)
 
 
 def _byte_view(blob: Any) -> memoryview:

@@ -77,7 +77,12 @@ class CdfTable:
         lens = None if lengths is None else _int_vector(lengths, rows, "lengths", np.uint32)
         esc = None
         if escape is not None:
-            esc = np.broadcast_to(np.asarray(escape, dtype=np.float64), (rows,)).copy()
+            e = np.asarray(escape, dtype=np.float64)
+            if e.ndim > 1 or (e.ndim == 1 and e.shape[0] != rows):
+                raise TaskcodecError(
+                    f"escape must be a scalar or have one entry per row ({rows}), got shape {e.shape}"
+                )
+            esc = np.broadcast_to(e, (rows,)).copy()
         _check_precision(precision)
         return cls(
             _core.Table.from_pmf(np.ascontiguousarray(p), offs, int(precision), lens, esc, bool(trim_tails))
