@@ -25,7 +25,8 @@ TASKCODEC_HD uint64_t mulhi64(uint64_t a, uint64_t b) {
 #if defined(__CUDA_ARCH__)
   return __umul64hi(a, b);
 #elif defined(__SIZEOF_INT128__)
-  return static_cast<uint64_t>((static_cast<unsigned __int128>(a) * b) >> 64);
+  __extension__ typedef unsigned __int128 u128;  // a GCC/Clang extension, one mul instruction
+  return static_cast<uint64_t>((static_cast<u128>(a) * b) >> 64);
 #else
   const uint64_t a_lo = a & 0xFFFFFFFFu, a_hi = a >> 32, b_lo = b & 0xFFFFFFFFu, b_hi = b >> 32;
   const uint64_t lo_lo = a_lo * b_lo, hi_lo = a_hi * b_lo, lo_hi = a_lo * b_hi, hi_hi = a_hi * b_hi;
