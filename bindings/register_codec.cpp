@@ -123,7 +123,7 @@ py::dict read_header(const py::buffer& blob, uint64_t max_symbols) {
 }
 
 py::array_t<int32_t> decode(const py::buffer& blob, const PyTable& table, const py::object& index,
-                            uint64_t max_symbols, int threads) {
+                            uint64_t max_symbols, int threads, const py::object& out_obj) {
   py::buffer_info info = byte_view(blob, "frame");
   FrameHeader h;
   DecodeOptions opt;
@@ -143,8 +143,25 @@ py::array_t<int32_t> decode(const py::buffer& blob, const PyTable& table, const 
   }
   // Everything about the frame is validated before the output is allocated.
   check(check_decode(h, *table.t, idx_ptr, idx_len));
-  std::vector<py::ssize_t> shape(h.shape.begin(), h.shape.end());
-  py::array_t<int32_t> out(shape);
+  py::array_t<int32_t> out;
+  if (out_obj.is_none()) {
+    std::vector<py::ssize_t> shape(h.shape.begin(), h.shape.end());
+    out = py::array_t<int32_t>(shape);
+  } else {
+    // A caller-owned output (reused between calls, no allocation or first-touch cost).
+    if (!py::isinstance<py::array_t<int32_t>>(out_obj)) {
+      throw CoreError(Status::kInvalidArgument, "out must be a numpy int32 array");
+    }
+    out = out_obj.cast<py::array_t<int32_t>>();
+    bool same = static_cast<size_t>(out.ndim()) == h.shape.size();
+    for (size_t d = 0; same && d < h.shape.size(); ++d) {
+      same = static_cast<uint64_t>(out.shape(static_cast<py::ssize_t>(d))) == h.shape[d];
+    }
+    if (!same) throw CoreError(Status::kInvalidArgument, "out does not have the frame's shape");
+    if (!(out.flags() & py::array::c_style) || !out.writeable()) {
+      throw CoreError(Status::kInvalidArgument, "out must be C-contiguous and writeable");
+    }
+  }
   {
     py::gil_scoped_release nogil;
     check(decode_frame(h, *table.t, idx_ptr, idx_len, out.mutable_data(),
@@ -160,7 +177,7 @@ void register_codec(py::module_& m) {
         py::arg("index"), py::arg("meta"), py::arg("lanes"), py::arg("chunk_size"),
         py::arg("checksum"), py::arg("threads"), py::arg("kind"));
   m.def("decode", &decode, py::arg("blob"), py::arg("table"), py::arg("index"),
-        py::arg("max_symbols"), py::arg("threads"));
+        py::arg("max_symbols"), py::arg("threads"), py::arg("out") = py::none());
   m.def("read_header", &read_header, py::arg("blob"), py::arg("max_symbols"));
 }
 

@@ -71,5 +71,6 @@ def decode(
     index: Optional[npt.NDArray[np.int32]],
     max_symbols: int,
     threads: int,
+    out: Optional[npt.NDArray[np.int32]] = None,
 ) -> npt.NDArray[np.int32]: ...
 def read_header(blob: Any, max_symbols: int) -> Dict[str, Any]: ...

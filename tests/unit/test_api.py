@@ -513,3 +513,28 @@ def test_concurrent_use_of_a_fresh_table() -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
             blobs = list(pool.map(lambda _, t=fresh: tc.encode(x, t, chunk_size=500), range(8)))
         assert all(b == blob for b in blobs)
+
+
+def test_decode_into_caller_buffer():
+    table = tc.CdfTable.from_pmf(np.ones((3, 8)), np.full(3, -4))
+    x = np.random.default_rng(7).integers(-9, 9, size=(5, 3, 4)).astype(np.int32)
+    blob = tc.encode(x, table)
+    buf = np.full(x.shape, 123, dtype=np.int32)
+    got = tc.decode(blob, table, out=buf)
+    assert got is buf or np.shares_memory(got, buf)
+    np.testing.assert_array_equal(buf, x)
+    # Validation happens before the buffer is touched.
+    bad = bytearray(blob)
+    bad[-8] ^= 1
+    buf[...] = 123
+    with pytest.raises(tc.ChecksumError):
+        tc.decode(bytes(bad), table, out=buf)
+    assert (buf == 123).all()
+    for wrong in (np.empty((5, 3, 5), np.int32), np.empty(x.shape, np.int64),
+                  np.empty((5, 3, 8), np.int32)[:, :, ::2]):
+        with pytest.raises(tc.TaskcodecError):
+            tc.decode(blob, table, out=wrong)
+    ro = np.empty(x.shape, np.int32)
+    ro.flags.writeable = False
+    with pytest.raises(tc.TaskcodecError):
+        tc.decode(blob, table, out=ro)

@@ -170,8 +170,13 @@ def decode(
     *,
     max_symbols: int = DEFAULT_MAX_SYMBOLS,
     threads: int = 0,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Decode a frame made by :func:`encode` into an ``int32`` array of its shape.
+
+    ``out`` (optional): a C-contiguous, writeable ``int32`` array of the frame's shape to
+    decode into and return, e.g. reused between calls to avoid allocating (and first
+    touching) the output each time. It is written only after the frame was validated.
 
     The frame is validated before anything is allocated: CRC32C, every length and
     count, ``max_symbols`` (raise it for frames above 2**28 symbols), and the table
@@ -187,7 +192,7 @@ def decode(
     if index is not None:
         info = read_header(view, max_symbols=max_symbols)
         idx = _as_index(index, info.shape, table.num_rows)
-    return _core.decode(view, table._t, idx, max_symbols, threads)
+    return _core.decode(view, table._t, idx, max_symbols, threads, out)
 
 
 def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameInfo:
