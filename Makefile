@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
-.PHONY: all system venv install test test-py test-cpp sanitize fuzz demo bench wheel clean
+.PHONY: all system venv install test test-py test-cpp sanitize fuzz demo bench bench-core wheel clean
 
 all: install
 
@@ -64,8 +64,16 @@ fuzz: system venv
 demo: system install
 	$(VENV)/bin/taskcodec demo
 
-bench: install
+bench: install bench-core
 	$(PY) bench/coders.py
+
+# The C++ coder alone (no Python), scalar and SIMD kernels side by side.
+bench-core: venv
+	$(VENV)/bin/cmake -S . -B build/bench -G Ninja -DTASKCODEC_PYTHON=OFF -DTASKCODEC_BENCH=ON \
+	  -DTASKCODEC_CUDA=OFF -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja
+	$(VENV)/bin/cmake --build build/bench --target core_bench
+	for c in laplace64 alphabet256; do \
+	  build/bench/core_bench $$c; TASKCODEC_NO_SIMD=1 build/bench/core_bench $$c; done
 
 # dist/taskcodec-*.whl as pip builds it (linux_* tag, own build dir so it does not collide with
 # `make install`), then dist/repaired/: the same wheel with the manylinux tag auditwheel verifies.

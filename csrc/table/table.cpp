@@ -250,10 +250,12 @@ Error CdfTable::deserialize(const uint8_t* data, size_t len, std::shared_ptr<con
 void CdfTable::prepare_decoder() const {
   std::call_once(dec_once_, [this] {
     const size_t rows = offsets_.size();
-    // Enough buckets that most hold at most one boundary: 4x the largest alphabet.
+    // Enough buckets that most hold at most one boundary: 4x the largest alphabet, or 2x
+    // when that would not leave the bucket tables of all rows in half of a typical L2.
     uint32_t bits = 0;
     while ((1u << bits) < max_length_ + 1) ++bits;
-    bucket_bits_ = std::min(precision_, bits + 2);
+    const uint64_t four_x_bytes = static_cast<uint64_t>(rows) * (4ull << (bits + 2));
+    bucket_bits_ = std::min(precision_, bits + (four_x_bytes <= (256u << 10) ? 2 : 1));
     const uint32_t shift = precision_ - bucket_bits_;
     const uint32_t width = 1u << shift;
     const size_t nb = size_t{1} << bucket_bits_;
