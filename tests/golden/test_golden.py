@@ -85,31 +85,9 @@ def pinned(request: pytest.FixtureRequest, manifest: dict) -> Pinned:
     return Pinned(request.param, manifest)
 
 
-def fnv1a64(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _crc32c_table() -> list:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
+# The pure-Python CRC32C and FNV-1a 64 of the reference decoder (written from docs/format.md).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from reference_decoder import crc32c, fnv1a64  # noqa: E402
 
 
 def variable_header(shape, index, meta: bytes) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import resource
 import struct
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -53,24 +54,9 @@ CHECKED = _golden_names(checksum=True)
 UNCHECKED = _golden_names(checksum=False)
 
 
-def _crc32c_table() -> list:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def _crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
+# The pure-Python CRC32C of the reference decoder (written from docs/format.md).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_decoder import crc32c as _crc32c  # noqa: E402
 
 
 def _with_crc(body: bytes) -> bytes:

@@ -116,7 +116,8 @@ Error check_decode(const FrameHeader& header, const CdfTable& table, const int32
 Error decode_frame(const FrameHeader& header, const CdfTable& table, const int32_t* index,
                    size_t index_len, int32_t* out, size_t out_len, const DecodeOptions& options);
 
-// Row of every symbol for a layout (used by tests and the CUDA path).
+// Checks that a layout fits a table: the channel axis matches the row count, or every
+// index entry names a row, or the table has one row.
 Error check_layout(const CdfTable& table, const SymbolLayout& layout, uint64_t num_symbols);
 
 }  // namespace taskcodec
