@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
-.PHONY: all system venv install test test-py test-cpp sanitize fuzz demo bench bench-core wheel clean
+.PHONY: all system venv install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel clean
 
 all: install
 
@@ -60,6 +60,10 @@ fuzz: system venv
 	  -DCMAKE_MAKE_PROGRAM=$(CURDIR)/$(VENV)/bin/ninja
 	$(VENV)/bin/cmake --build build/fuzz
 	bash tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
+
+# aarch64: cross-build with g++-aarch64-linux-gnu, test under qemu-user in an arm64 Python.
+test-aarch64: system venv
+	bash scripts/test-aarch64.sh
 
 demo: system install
 	$(VENV)/bin/taskcodec demo
