@@ -50,6 +50,24 @@ TEST(Crc32c, HardwareEqualsPortableAllLengthsAndAlignments) {
   }
 }
 
+TEST(Crc32c, LongBuffersThreeStreamPathEqualsPortable) {
+  // From 32 KiB on, the hardware path splits the buffer into three interleaved streams
+  // and joins them with GF(2) shifts: every split remainder and alignment must agree.
+  Rng rng(12);
+  std::vector<uint8_t> buf((1u << 20) + 64);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng.u32());
+  const size_t lens[] = {(1u << 15) - 1, 1u << 15, (1u << 15) + 1, (1u << 15) + 7, 98304 + 5,
+                         500000, 1u << 20};
+  for (size_t len : lens) {
+    for (size_t start : {0u, 1u, 5u, 8u}) {
+      const uint8_t* p = buf.data() + start;
+      const uint32_t seed = rng.u32();
+      ASSERT_EQ(crc32c(p, len, seed), crc32c_portable(p, len, seed))
+          << "start " << start << " len " << len;
+    }
+  }
+}
+
 TEST(Crc32c, IncrementalEqualsWhole) {
   Rng rng(11);
   for (int trial = 0; trial < 200; ++trial) {
