@@ -57,6 +57,7 @@ uint32_t crc_table_raw(const uint8_t* p, size_t n, uint32_t c) {
   return c;
 }
 
+#if TASKCODEC_CRC_X86 || TASKCODEC_CRC_ARM
 // ---- GF(2) arithmetic modulo the CRC polynomial, bit-reflected (bit 31 is x^0) ----------
 constexpr uint32_t kPolyReflected = 0x82F63B78u;
 
@@ -95,54 +96,35 @@ uint32_t shift_register(uint32_t reg, uint64_t bytes) {
 // (the instruction has a latency of about three cycles and a throughput of one), and the
 // three registers are joined with shift_register: reg(A B) = shift(reg(A), |B|) ^ reg0(B).
 constexpr size_t kThreeWayMin = 1u << 15;
+#endif
 
+// The CPU's CRC32C instructions: 8 bytes and 1 byte at a time, on a 32-bit register.
 #if TASKCODEC_CRC_X86
-__attribute__((target("sse4.2"))) uint32_t crc_hw_raw(const uint8_t* p, size_t n, uint32_t c) {
-  uint64_t c64 = c;
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    c64 = _mm_crc32_u64(c64, v);
-    p += 8;
-    n -= 8;
-  }
-  uint32_t c32 = static_cast<uint32_t>(c64);
-  while (n--) c32 = _mm_crc32_u8(c32, *p++);
-  return c32;
+#define TASKCODEC_CRC_TARGET __attribute__((target("sse4.2")))
+TASKCODEC_CRC_TARGET inline uint32_t hw_crc8(uint32_t c, uint64_t v) {
+  return static_cast<uint32_t>(_mm_crc32_u64(c, v));
 }
-__attribute__((target("sse4.2"))) uint32_t crc_hw_raw3(const uint8_t* p, size_t n, uint32_t c) {
-  const size_t part = (n / 3) & ~size_t{7};
-  const uint8_t* q = p + part;
-  const uint8_t* r = p + 2 * part;
-  uint64_t a = c, b = 0, d = 0;
-  for (size_t i = 0; i < part; i += 8) {
-    uint64_t va, vb, vd;
-    std::memcpy(&va, p + i, 8);
-    std::memcpy(&vb, q + i, 8);
-    std::memcpy(&vd, r + i, 8);
-    a = _mm_crc32_u64(a, va);
-    b = _mm_crc32_u64(b, vb);
-    d = _mm_crc32_u64(d, vd);
-  }
-  const size_t rest = n - 3 * part;
-  const uint32_t tail = crc_hw_raw(r + part, rest, static_cast<uint32_t>(d));
-  const uint32_t ab = shift_register(static_cast<uint32_t>(a), part) ^ static_cast<uint32_t>(b);
-  return shift_register(ab, part + rest) ^ tail;
-}
+TASKCODEC_CRC_TARGET inline uint32_t hw_crc1(uint32_t c, uint8_t v) { return _mm_crc32_u8(c, v); }
 bool have_hw() { return __builtin_cpu_supports("sse4.2"); }
 #elif TASKCODEC_CRC_ARM
-__attribute__((target("+crc"))) uint32_t crc_hw_raw(const uint8_t* p, size_t n, uint32_t c) {
-  while (n >= 8) {
+#define TASKCODEC_CRC_TARGET __attribute__((target("+crc")))
+TASKCODEC_CRC_TARGET inline uint32_t hw_crc8(uint32_t c, uint64_t v) { return __crc32cd(c, v); }
+TASKCODEC_CRC_TARGET inline uint32_t hw_crc1(uint32_t c, uint8_t v) { return __crc32cb(c, v); }
+bool have_hw() { return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0; }
+#endif
+
+#ifdef TASKCODEC_CRC_TARGET
+TASKCODEC_CRC_TARGET uint32_t crc_hw_raw(const uint8_t* p, size_t n, uint32_t c) {
+  for (; n >= 8; p += 8, n -= 8) {
     uint64_t v;
     std::memcpy(&v, p, 8);
-    c = __crc32cd(c, v);
-    p += 8;
-    n -= 8;
+    c = hw_crc8(c, v);
   }
-  while (n--) c = __crc32cb(c, *p++);
+  while (n--) c = hw_crc1(c, *p++);
   return c;
 }
-__attribute__((target("+crc"))) uint32_t crc_hw_raw3(const uint8_t* p, size_t n, uint32_t c) {
+
+TASKCODEC_CRC_TARGET uint32_t crc_hw_raw3(const uint8_t* p, size_t n, uint32_t c) {
   const size_t part = (n / 3) & ~size_t{7};
   const uint8_t* q = p + part;
   const uint8_t* r = p + 2 * part;
@@ -152,15 +134,14 @@ __attribute__((target("+crc"))) uint32_t crc_hw_raw3(const uint8_t* p, size_t n,
     std::memcpy(&va, p + i, 8);
     std::memcpy(&vb, q + i, 8);
     std::memcpy(&vd, r + i, 8);
-    a = __crc32cd(a, va);
-    b = __crc32cd(b, vb);
-    d = __crc32cd(d, vd);
+    a = hw_crc8(a, va);
+    b = hw_crc8(b, vb);
+    d = hw_crc8(d, vd);
   }
   const size_t rest = n - 3 * part;
   const uint32_t tail = crc_hw_raw(r + part, rest, d);
   return shift_register(shift_register(a, part) ^ b, part + rest) ^ tail;
 }
-bool have_hw() { return (getauxval(AT_HWCAP) & HWCAP_CRC32) != 0; }
 #endif
 
 }  // namespace
