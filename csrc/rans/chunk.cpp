@@ -36,6 +36,34 @@ bool fits_i32(T v) {
   }
 }
 
+// Position of v in a row starting at `offset`; values below the row wrap to large numbers,
+// so one unsigned compare with the row length tests "in range" (no signed overflow).
+template <class T>
+inline uint64_t local_index(T v, int32_t offset) {
+  return static_cast<uint64_t>(static_cast<int64_t>(v)) -
+         static_cast<uint64_t>(static_cast<int64_t>(offset));
+}
+
+// One in-range encoding step: push the low word when needed (the slot below pos is always
+// free, so it is written unconditionally), then the state update. Branchless.
+inline uint32_t enc_symbol_step(uint32_t x, const EncSymbol& e, uint16_t* words, size_t& pos) {
+  const uint32_t push = enc_must_push(x, e.x_max);
+  words[pos - 1] = static_cast<uint16_t>(x);
+  pos -= push;
+  const uint32_t m = 0u - push;  // select x >> 16 or x
+  return enc_update(((x >> 16) & m) | (x & ~m), e);
+}
+
+// Decoder renormalisation when a word is known to be readable at pos. Branchless: it
+// happens at random, about every few symbols.
+inline uint32_t dec_renorm_unchecked(uint32_t x, const uint8_t* words, size_t& pos) {
+  const uint32_t need = dec_needs_word(x);
+  const uint32_t m = 0u - need;
+  const uint32_t y = dec_shift_in(x, load_le<uint16_t>(words + 2 * pos));
+  pos += need;
+  return (y & m) | (x & ~m);
+}
+
 // ---------------------------------------------------------------- encoder
 
 struct EncState {
@@ -94,15 +122,9 @@ Error encode_run(const T* in, uint64_t a, uint64_t b, uint32_t mask, RowFn row_o
     const uint32_t lane = static_cast<uint32_t>(j) & mask;
     uint32_t x = st[lane];
     const T v = in[j];
-    const uint64_t local =
-        static_cast<uint64_t>(static_cast<int64_t>(v)) - static_cast<uint64_t>(static_cast<int64_t>(re.offset));
+    const uint64_t local = local_index(v, re.offset);
     if (TASKCODEC_LIKELY(local < re.count && fits_i32(v))) {
-      const EncSymbol& e = re.syms[local];
-      const uint32_t push = enc_must_push(x, e.x_max);
-      words[pos - 1] = static_cast<uint16_t>(x);  // the slot below pos is always free
-      pos -= push;
-      const uint32_t m = 0u - push;  // branchless select of x >> 16 or x
-      x = enc_update(((x >> 16) & m) | (x & ~m), e);
+      x = enc_symbol_step(x, re.syms[local], words, pos);
     } else {
       uint32_t xe = x;
       EncState se{st, words, pos};
@@ -124,23 +146,15 @@ TASKCODEC_NOINLINE uint64_t encode_fixed_fast(const RowEncoder re, const T* in, 
                                               uint32_t mask, uint64_t a, uint64_t b,
                                               uint16_t* words, size_t* pos_io) {
   const EncSymbol* const syms = re.syms;
-  const int64_t offset = re.offset;
   const uint64_t count = re.count;
   size_t pos = *pos_io;
   uint64_t j = b;
   for (; j > a; --j) {
     const T v = in[j - 1];
-    const uint64_t local = static_cast<uint64_t>(static_cast<int64_t>(v)) - static_cast<uint64_t>(offset);
+    const uint64_t local = local_index(v, re.offset);
     if (TASKCODEC_UNLIKELY(local >= count || !fits_i32(v))) break;
     const uint32_t lane = static_cast<uint32_t>(j - 1) & mask;
-    uint32_t x = st[lane];
-    const EncSymbol& e = syms[local];
-    const uint32_t push = enc_must_push(x, e.x_max);
-    words[pos - 1] = static_cast<uint16_t>(x);  // the slot below pos is always free
-    pos -= push;
-    const uint32_t m = 0u - push;  // branchless select of x >> 16 or x
-    x = enc_update(((x >> 16) & m) | (x & ~m), e);
-    st[lane] = x;
+    st[lane] = enc_symbol_step(st[lane], syms[local], words, pos);
   }
   *pos_io = pos;
   return j;
@@ -282,10 +296,7 @@ Error decode_run(uint64_t a, uint64_t b, uint32_t mask, uint32_t precision, uint
       }
     } else {
       // Branchless: the renormalisation is taken about half of the time at random.
-      const uint32_t need = dec_needs_word(x);
-      const uint32_t w = load_le<uint16_t>(words + 2 * pos);
-      x = (x << (need << 4)) | (w & (0u - need));
-      pos += need;
+      x = dec_renorm_unchecked(x, words, pos);
     }
     if (TASKCODEC_LIKELY(sym != rd.count)) {
       out[j] = rd.offset + static_cast<int32_t>(sym);
@@ -323,13 +334,7 @@ TASKCODEC_NOINLINE uint64_t decode_fixed_fast(const RowDecoder rd, uint32_t shif
     if (TASKCODEC_UNLIKELY(sym == esc)) break;
     const uint32_t info = info_tab[sym];
     x = dec_update(x, info & 0xFFFFu, info >> 16, P);
-    // Branchless renormalisation: it happens at random, about every few symbols.
-    const uint32_t need = dec_needs_word(x);
-    const uint32_t m = 0u - need;
-    const uint32_t y = dec_shift_in(x, load_le<uint16_t>(words + 2 * pos));
-    x = (y & m) | (x & ~m);
-    pos += need;
-    st[lane] = x;
+    st[lane] = dec_renorm_unchecked(x, words, pos);
     out[j] = offset + static_cast<int32_t>(sym);
   }
   *pos_io = pos;
