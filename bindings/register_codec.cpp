@@ -140,6 +140,11 @@ py::array_t<int32_t> decode(const py::buffer& blob, const PyTable& table, const 
     idx = index.cast<py::array_t<int32_t, py::array::c_style | py::array::forcecast>>();
     idx_ptr = idx.data();
     idx_len = static_cast<size_t>(idx.size());
+    bool same = static_cast<size_t>(idx.ndim()) == h.shape.size();
+    for (size_t d = 0; same && d < h.shape.size(); ++d) {
+      same = static_cast<uint64_t>(idx.shape(static_cast<py::ssize_t>(d))) == h.shape[d];
+    }
+    if (!same) throw CoreError(Status::kInvalidArgument, "index does not have the frame's shape");
   }
   // Everything about the frame is validated before the output is allocated.
   check(check_decode(h, *table.t, idx_ptr, idx_len));

@@ -60,9 +60,10 @@ def _as_array(x: Any, what: str) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_index(index: Any, shape: Tuple[int, ...], rows: int) -> np.ndarray:
+def _as_index(index: Any, shape: Optional[Tuple[int, ...]], rows: int) -> np.ndarray:
+    """int32 copy (or view) of an index, checked against the table's rows (and a shape)."""
     idx = _as_array(index, "index")
-    if idx.shape != shape:
+    if shape is not None and idx.shape != shape:
         raise TaskcodecError(f"index has shape {idx.shape}, symbols have shape {shape}")
     if not np.issubdtype(idx.dtype, np.integer):
         raise TaskcodecError(f"index must be integers, got {idx.dtype}")
@@ -71,7 +72,9 @@ def _as_index(index: Any, shape: Tuple[int, ...], rows: int) -> np.ndarray:
             f"index values must lie in 0..{rows - 1} (rows of the table), "
             f"got {idx.min()}..{idx.max()}"
         )
-    return np.ascontiguousarray(idx, dtype=np.int32)
+    if idx.dtype != np.int32 or not idx.flags.c_contiguous:
+        idx = idx.astype(np.int32, order="C")  # (keeps a 0-d shape, unlike ascontiguousarray)
+    return idx
 
 
 def _row_mode(shape: Tuple[int, ...], table: CdfTable, channel_axis: Optional[int]) -> int:
@@ -188,10 +191,8 @@ def decode(
     max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
     threads = _int_option(threads, "threads", 0, 1024)
     view = _byte_view(blob)
-    idx = None
-    if index is not None:
-        info = read_header(view, max_symbols=max_symbols)
-        idx = _as_index(index, info.shape, table.num_rows)
+    # The core checks the index's shape and its CRC32C against the frame's header.
+    idx = None if index is None else _as_index(index, None, table.num_rows)
     return _core.decode(view, table._t, idx, max_symbols, threads, out)
 
 
