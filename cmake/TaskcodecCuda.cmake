@@ -29,8 +29,14 @@ if(TASKCODEC_HAVE_CUDA)
   if(_tc_cuda_sources)
     add_library(taskcodec_cuda STATIC ${_tc_cuda_sources})
     target_include_directories(taskcodec_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/csrc/include)
-    set_target_properties(taskcodec_cuda PROPERTIES CUDA_STANDARD 17 CUDA_RUNTIME_LIBRARY Static)
-    target_link_libraries(taskcodec_cuda PUBLIC CUDA::cudart_static)
+    # The CUDA runtime is linked statically: the module needs no libcudart at run time and
+    # loads the driver (libcuda) only when a CUDA function is first called.
+    set_target_properties(taskcodec_cuda PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                          CUDA_RUNTIME_LIBRARY Static POSITION_INDEPENDENT_CODE ON)
+    target_compile_options(taskcodec_cuda PRIVATE
+      $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra --Werror=all-warnings>
+      $<$<COMPILE_LANGUAGE:CUDA>:-lineinfo>)
+    target_link_libraries(taskcodec_cuda PUBLIC taskcodec_core CUDA::cudart_static)
   else()
     # The kernels come with the CUDA issue; until then CUDA builds carry no device code.
     set(TASKCODEC_HAVE_CUDA OFF)

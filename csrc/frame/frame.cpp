@@ -115,12 +115,10 @@ Error check_layout(const CdfTable& table, const SymbolLayout& layout, uint64_t n
 FrameEncoder::FrameEncoder() = default;
 FrameEncoder::~FrameEncoder() = default;
 
-Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dtype,
-                           const SymbolLayout& layout, const uint8_t* meta, size_t meta_len,
-                           const EncodeOptions& options) {
-  chunks_.clear();
-  header_.clear();
-  size_ = 0;
+Error build_frame_header(const CdfTable& table, DType dtype, const SymbolLayout& layout,
+                        const uint8_t* meta, size_t meta_len, const EncodeOptions& options,
+                        std::vector<uint8_t>* header, uint64_t* num_symbols, uint32_t* num_chunks) {
+  header->clear();
   if (!is_pow2(options.lanes) || options.lanes > kMaxLanes) {
     return invalid("lanes must be a power of two between 1 and 256, got " + std::to_string(options.lanes));
   }
@@ -144,11 +142,10 @@ Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dty
   if (nc64 > UINT32_MAX) return invalid("too many chunks; raise chunk_size");
   const uint32_t nc = static_cast<uint32_t>(nc64);
 
-  checksum_ = options.checksum;
   const bool indexed = layout.row_mode == kRowIndex;
   const uint32_t header_length =
       static_cast<uint32_t>(kFixedHeaderSize + 8 * layout.ndim + (indexed ? 4 : 0) + meta_len);
-  std::vector<uint8_t>& h = header_;
+  std::vector<uint8_t>& h = *header;
   h.reserve(header_length + 4ull * nc);
   h.insert(h.end(), kMagic, kMagic + 4);
   h.push_back(static_cast<uint8_t>(kFormatVersion));
@@ -169,7 +166,48 @@ Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dty
   for (size_t i = 0; i < layout.ndim; ++i) detail::append_le<uint64_t>(h, layout.shape[i]);
   if (indexed) detail::append_le<uint32_t>(h, index_checksum(layout.index, n));
   if (meta_len) h.insert(h.end(), meta, meta + meta_len);
+  *num_symbols = n;
+  *num_chunks = nc;
+  return {};
+}
 
+Error assemble_frame(const std::vector<uint8_t>& header, const uint64_t* chunk_sizes,
+                     uint32_t num_chunks, const uint8_t* payload, size_t payload_len, bool checksum,
+                     std::vector<uint8_t>* out) {
+  uint64_t total = 0;
+  for (uint32_t c = 0; c < num_chunks; ++c) {
+    if (chunk_sizes[c] > UINT32_MAX) return invalid("a chunk grew past 4 GiB; lower chunk_size");
+    total += chunk_sizes[c];
+  }
+  if (total != payload_len) {
+    return invalid("chunk sizes add up to " + std::to_string(total) + " bytes, payload is " +
+                   std::to_string(payload_len));
+  }
+  out->resize(header.size() + 4ull * num_chunks + payload_len + (checksum ? 4 : 0));
+  uint8_t* p = out->data();
+  if (!header.empty()) std::memcpy(p, header.data(), header.size());
+  p += header.size();
+  for (uint32_t c = 0; c < num_chunks; ++c, p += 4) {
+    detail::store_le<uint32_t>(p, static_cast<uint32_t>(chunk_sizes[c]));
+  }
+  if (payload_len) std::memcpy(p, payload, payload_len);
+  p += payload_len;
+  if (checksum) detail::store_le<uint32_t>(p, crc32c(out->data(), static_cast<size_t>(p - out->data())));
+  return {};
+}
+
+Error FrameEncoder::encode(const CdfTable& table, const void* symbols, DType dtype,
+                           const SymbolLayout& layout, const uint8_t* meta, size_t meta_len,
+                           const EncodeOptions& options) {
+  chunks_.clear();
+  header_.clear();
+  size_ = 0;
+  uint64_t n = 0;
+  uint32_t nc = 0;
+  if (Error e = build_frame_header(table, dtype, layout, meta, meta_len, options, &header_, &n, &nc)) {
+    return e;
+  }
+  checksum_ = options.checksum;
   const RowMap rows = make_row_map(layout.shape, layout.ndim, layout.row_mode, layout.index);
   chunks_.resize(nc);
   const int threads = detail::resolve_threads(options.threads, nc, n >= kLargeInput);

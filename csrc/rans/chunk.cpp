@@ -85,24 +85,16 @@ TASKCODEC_NOINLINE Error encode_escape(T value, RowEncoder re, uint32_t& x, EncS
     return {Status::kInvalidArgument, "symbol " + std::to_string(at) + " = " +
                                           std::to_string(value) + " does not fit in int32"};
   }
-  const int64_t v = static_cast<int64_t>(value);
-  const int64_t o = re.offset;
   uint32_t sign;
   uint64_t d;
-  if (v < o) {
-    sign = 0;
-    d = static_cast<uint64_t>(o - 1 - v);
-  } else {
-    sign = 1;
-    d = static_cast<uint64_t>(v - (o + re.count));
-  }
+  escape_split(static_cast<int64_t>(value), re.offset, re.count, &sign, &d);
   const uint32_t nbits = bit_length(d);
   const uint32_t lo_bits = escape_low_bits(nbits);
   const uint32_t hi_bits = escape_high_bits(nbits);
   // Pushed in reverse of the decoding order: high piece, low piece, header, symbol.
   if (hi_bits) push_uniform(x, static_cast<uint32_t>(d >> 16) & ((1u << hi_bits) - 1u), hi_bits, s);
   if (lo_bits) push_uniform(x, static_cast<uint32_t>(d) & ((1u << lo_bits) - 1u), lo_bits, s);
-  push_uniform(x, (sign << 6) | nbits, kEscapeHeaderBits, s);
+  push_uniform(x, escape_header(sign, nbits), kEscapeHeaderBits, s);
   const EncSymbol& e = re.syms[re.count];
   const bool push = enc_must_push(x, e.x_max);
   if (push) s.words[--s.pos] = static_cast<uint16_t>(x);
@@ -249,9 +241,9 @@ TASKCODEC_NOINLINE Error decode_escape(int32_t offset, uint32_t count, uint32_t&
                                        uint64_t at, int32_t* value) {
   uint32_t header = 0, lo = 0, hi = 0;
   if (!pull_uniform(x, kEscapeHeaderBits, s, &header)) return truncated(at);
-  const uint32_t sign = header >> 6;
-  const uint32_t nbits = header & 63u;
-  if (nbits > 32) {
+  const uint32_t sign = escape_header_sign(header);
+  const uint32_t nbits = escape_header_nbits(header);
+  if (nbits > kMaxEscapeBits) {
     return {Status::kCorruptStream, "escape of symbol " + std::to_string(at) + " declares " +
                                         std::to_string(nbits) + " bits; at most 32 are valid"};
   }
@@ -259,14 +251,9 @@ TASKCODEC_NOINLINE Error decode_escape(int32_t offset, uint32_t count, uint32_t&
   const uint32_t hi_bits = escape_high_bits(nbits);
   if (lo_bits && !pull_uniform(x, lo_bits, s, &lo)) return truncated(at);
   if (hi_bits && !pull_uniform(x, hi_bits, s, &hi)) return truncated(at);
-  const uint64_t d = nbits ? ((1ull << (nbits - 1)) | (static_cast<uint64_t>(hi) << 16) | lo) : 0;
-  const int64_t o = offset;
-  const int64_t v = sign ? o + count + static_cast<int64_t>(d) : o - 1 - static_cast<int64_t>(d);
-  if (v < std::numeric_limits<int32_t>::min() || v > std::numeric_limits<int32_t>::max()) {
-    return {Status::kCorruptStream,
-            "escaped symbol " + std::to_string(at) + " = " + std::to_string(v) + " is outside int32"};
+  if (!escape_join(sign, nbits, lo, hi, offset, count, value)) {
+    return {Status::kCorruptStream, "escaped symbol " + std::to_string(at) + " is outside int32"};
   }
-  *value = static_cast<int32_t>(v);
   return {};
 }
 

@@ -26,15 +26,21 @@ from taskcodec.codec import (
     CdfTable,
     FrameInfo,
     decode,
+    decode_batch,
+    dequantize,
     encode,
+    quantize,
     read_header,
 )
 from taskcodec import _core
 
 
 def has_cuda() -> bool:
-    """True when this build carries the CUDA kernels and a CUDA device is usable."""
-    return bool(_core.has_cuda)
+    """True when this build carries the CUDA kernels and a CUDA device is usable.
+
+    A CUDA build on a machine without a driver or GPU answers False and codes on the CPU.
+    """
+    return bool(_core.has_cuda) and bool(_core.cuda_available())
 
 
 __all__ = [
@@ -45,6 +51,9 @@ __all__ = [
     "encode",
     "decode",
     "read_header",
+    "quantize",
+    "dequantize",
+    "decode_batch",
     "DEFAULT_MAX_SYMBOLS",
     "TaskcodecError",
     "CorruptStreamError",

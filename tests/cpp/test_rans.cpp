@@ -1,5 +1,8 @@
 // The per-lane rANS arithmetic of rans.hpp: the division-free quotient, and the
 // encoder / decoder steps being exact inverses.
+#include <random>
+#include <vector>
+
 #include "support.hpp"
 
 namespace tctest {
@@ -202,6 +205,67 @@ TEST(Rans, EscapeSplit) {
     EXPECT_LE(hi, 16u);
     if (hi) {
       EXPECT_EQ(lo, 16u);
+    }
+  }
+}
+
+
+// The host/device escape helpers: every int32 value outside a row survives split + join.
+TEST(Rans, EscapeSplitJoinRoundTrip) {
+  std::mt19937_64 rng(11);
+  const int32_t offsets[] = {INT32_MIN, -70000, -3, 0, 5, 1 << 20, INT32_MAX - 10};
+  for (int32_t offset : offsets) {
+    for (uint32_t count : {1u, 2u, 64u, 4096u}) {
+      const int64_t lo_edge = offset, hi_edge = static_cast<int64_t>(offset) + count;
+      for (int k = 0; k < 400; ++k) {
+        int64_t v = static_cast<int32_t>(rng());
+        if (k % 4 == 0) v = lo_edge - 1 - static_cast<int64_t>(rng() % 5);
+        if (k % 4 == 1) v = hi_edge + static_cast<int64_t>(rng() % 5);
+        if (v < INT32_MIN || v > INT32_MAX) continue;
+        if (v >= lo_edge && v < hi_edge) continue;  // in range: not an escape
+        uint32_t sign = 9;
+        uint64_t d = 0;
+        escape_split(v, offset, count, &sign, &d);
+        const uint32_t nbits = bit_length(d);
+        ASSERT_LE(nbits, kMaxEscapeBits);
+        const uint32_t header = escape_header(sign, nbits);
+        ASSERT_LT(header, 1u << kEscapeHeaderBits);
+        const uint32_t lo = static_cast<uint32_t>(d) & ((1u << escape_low_bits(nbits)) - 1u);
+        const uint32_t hi = escape_high_bits(nbits)
+                                ? static_cast<uint32_t>(d >> 16) & ((1u << escape_high_bits(nbits)) - 1u)
+                                : 0u;
+        int32_t back = 0;
+        ASSERT_TRUE(escape_join(escape_header_sign(header), escape_header_nbits(header), lo, hi, offset,
+                                count, &back));
+        ASSERT_EQ(back, v) << "offset " << offset << " count " << count;
+      }
+    }
+  }
+  int32_t out = 0;  // 32 bits above the top of the int32 range do not fit
+  EXPECT_FALSE(escape_join(1, 32, 0xFFFF, 0x7FFF, INT32_MAX - 1, 1, &out));
+}
+
+// FastDiv (the GPU coder's row mapping) equals the hardware division for every divisor
+// class: small, powers of two and their neighbours, large, and the extremes of n.
+TEST(Rans, FastDivisionExact) {
+  std::mt19937 rng(5);
+  std::vector<uint32_t> divisors = {1, 2, 3, 5, 7, 10, 64, 100, 641, 65535, 65536, 65537,
+                                    1000003, 0x7FFFFFFFu, 0x80000000u, 0x80000001u, 0xFFFFFFFEu,
+                                    0xFFFFFFFFu};
+  for (int i = 0; i < 32; ++i) {
+    divisors.push_back(1u << i);
+    divisors.push_back((1u << i) + 1u);
+    if (i > 1) divisors.push_back((1u << i) - 1u);
+  }
+  for (int i = 0; i < 200; ++i) divisors.push_back(static_cast<uint32_t>(rng()) | 1u);
+  for (uint32_t d : divisors) {
+    if (d == 0) continue;
+    const FastDiv f = make_fast_div(d);
+    const uint32_t edge[] = {0u, 1u, d - 1u, d, d + 1u, 2u * d, 0xFFFFFFFFu, 0xFFFFFFFEu, 0x80000000u};
+    for (uint32_t n : edge) ASSERT_EQ(fast_div(n, f), n / d) << n << " / " << d;
+    for (int k = 0; k < 2000; ++k) {
+      const uint32_t n = static_cast<uint32_t>(rng());
+      ASSERT_EQ(fast_div(n, f), n / d) << n << " / " << d;
     }
   }
 }

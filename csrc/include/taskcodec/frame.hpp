@@ -103,6 +103,19 @@ class FrameEncoder {
   size_t size_ = 0;
 };
 
+// The header of a frame (everything before the chunk directory) after validating the
+// options and the layout; num_symbols and num_chunks follow from the shape and options.
+// FrameEncoder and the GPU encoder share it.
+Error build_frame_header(const CdfTable& table, DType dtype, const SymbolLayout& layout,
+                        const uint8_t* meta, size_t meta_len, const EncodeOptions& options,
+                        std::vector<uint8_t>* header, uint64_t* num_symbols, uint32_t* num_chunks);
+
+// A whole frame from its header, the byte size of every chunk and the chunks back to back
+// (the CRC32C trailer is added when `checksum`).
+Error assemble_frame(const std::vector<uint8_t>& header, const uint64_t* chunk_sizes,
+                     uint32_t num_chunks, const uint8_t* payload, size_t payload_len, bool checksum,
+                     std::vector<uint8_t>* out);
+
 // Validates everything that can be checked without the table: magic, version, flags,
 // CRC, lengths, the chunk directory and the caller's limits. Never reads out of bounds.
 Error parse_frame(const uint8_t* data, size_t len, const DecodeOptions& options, FrameHeader* out);

@@ -127,4 +127,93 @@ TASKCODEC_HD uint32_t dec_update(uint32_t x, uint32_t freq, uint32_t start, uint
 TASKCODEC_HD bool dec_needs_word(uint32_t x) { return x < kRansLow; }
 TASKCODEC_HD uint32_t dec_shift_in(uint32_t x, uint16_t word) { return (x << 16) | word; }
 
+// What the decoder needs for one row: O(1) slot -> symbol through a bucket table.
+// The 2^precision slots are cut into 2^bucket_bits buckets of W = 2^shift slots. A bucket
+// entry is sym0 | bound << 16: sym0 owns the bucket's first slot, and the slots from
+// offset `bound` on belong to sym0 + 1 (bound = W when the bucket holds one boundary or
+// none). Buckets that hold two or more boundaries (only rare symbols, freq < W, do
+// that) have bound = kFineBucket and sym0 = the index of a W-entry direct table in
+// `fine`. The tables stay small (a few KB a row) so rows that change often stay cached.
+inline constexpr uint32_t kFineBucket = 0xFFFF;
+
+struct RowDecoder {
+  const uint32_t* buckets;  // 2^bucket_bits entries
+  const uint16_t* fine;     // W entries per fine bucket
+  const uint32_t* info;     // K + 1 entries: freq | start << 16
+  int32_t offset;
+  uint32_t count;  // K (= the escape symbol's index)
+};
+
+// Slot -> symbol with the bucket table of a row.
+TASKCODEC_HD uint32_t lookup_symbol(const RowDecoder& rd, uint32_t slot, uint32_t shift) {
+  const uint32_t e = rd.buckets[slot >> shift];
+  const uint32_t bound = e >> 16;
+  const uint32_t in_bucket = slot & ((1u << shift) - 1u);
+  if (bound == kFineBucket) return rd.fine[((e & 0xFFFFu) << shift) + in_bucket];
+  return (e & 0xFFFFu) + (in_bucket >= bound);
+}
+
+// Escapes (docs/format.md, "Escapes"). A value v outside a row [offset, offset + count)
+// is sent as sign (1: above the row), the bit length of the distance d and d's bits below
+// its implicit top bit. escape_split gives (sign, d) for a value known to be outside the row.
+TASKCODEC_HD void escape_split(int64_t v, int32_t offset, uint32_t count, uint32_t* sign,
+                               uint64_t* d) {
+  const int64_t o = offset;
+  if (v < o) {
+    *sign = 0;
+    *d = static_cast<uint64_t>(o - 1 - v);
+  } else {
+    *sign = 1;
+    *d = static_cast<uint64_t>(v - (o + static_cast<int64_t>(count)));
+  }
+}
+
+// The escape header: sign in bit 6, bit length (0..32) in bits 0..5.
+TASKCODEC_HD uint32_t escape_header(uint32_t sign, uint32_t nbits) { return (sign << 6) | nbits; }
+TASKCODEC_HD uint32_t escape_header_sign(uint32_t header) { return header >> 6; }
+TASKCODEC_HD uint32_t escape_header_nbits(uint32_t header) { return header & 63u; }
+inline constexpr uint32_t kMaxEscapeBits = 32;
+
+// Rebuilds an escaped value from its pieces; false when it is outside int32 (a corrupt
+// stream: the encoder only escapes int32 values).
+TASKCODEC_HD bool escape_join(uint32_t sign, uint32_t nbits, uint32_t lo, uint32_t hi, int32_t offset,
+                              uint32_t count, int32_t* value) {
+  const uint64_t d = nbits ? ((1ull << (nbits - 1)) | (static_cast<uint64_t>(hi) << 16) | lo) : 0;
+  const int64_t o = offset;
+  const int64_t v = sign ? o + static_cast<int64_t>(count) + static_cast<int64_t>(d)
+                         : o - 1 - static_cast<int64_t>(d);
+  if (v < INT32_MIN || v > INT32_MAX) return false;
+  *value = static_cast<int32_t>(v);
+  return true;
+}
+
+// Division by a run-time constant d >= 1 for 32-bit n (Granlund-Montgomery with the
+// add-back step, as gm_magic): the GPU coder maps a symbol's position to its table row
+// with it instead of a 64-bit division per symbol.
+struct FastDiv {
+  uint32_t magic = 0;
+  uint32_t shift = 0;
+  uint32_t d = 1;
+};
+TASKCODEC_HD FastDiv make_fast_div(uint32_t d) {
+  FastDiv f;
+  f.d = d;
+  if (d >= 2) {
+    uint32_t l = 0;
+    while ((1ull << l) < d) ++l;
+    f.magic = static_cast<uint32_t>(((1ull << 32) * ((1ull << l) - d)) / d + 1);
+    f.shift = l - 1;
+  }
+  return f;
+}
+TASKCODEC_HD uint32_t fast_div(uint32_t n, const FastDiv& f) {
+  if (f.d < 2) return n;
+#if defined(__CUDA_ARCH__)
+  const uint32_t t = __umulhi(n, f.magic);
+#else
+  const uint32_t t = static_cast<uint32_t>((static_cast<uint64_t>(n) * f.magic) >> 32);
+#endif
+  return (t + ((n - t) >> 1)) >> f.shift;
+}
+
 }  // namespace taskcodec

@@ -24,31 +24,7 @@ struct RowEncoder {
   uint32_t count;  // K
 };
 
-// What the decoder needs for one row: O(1) slot -> symbol through a bucket table.
-// The 2^precision slots are cut into 2^bucket_bits buckets of W = 2^shift slots. A bucket
-// entry is sym0 | bound << 16: sym0 owns the bucket's first slot, and the slots from
-// offset `bound` on belong to sym0 + 1 (bound = W when the bucket holds one boundary or
-// none). Buckets that hold two or more boundaries (only rare symbols, freq < W, do
-// that) have bound = kFineBucket and sym0 = the index of a W-entry direct table in
-// `fine`. The tables stay small (a few KB a row) so rows that change often stay cached.
-inline constexpr uint32_t kFineBucket = 0xFFFF;
-
-struct RowDecoder {
-  const uint32_t* buckets;  // 2^bucket_bits entries
-  const uint16_t* fine;     // W entries per fine bucket
-  const uint32_t* info;     // K + 1 entries: freq | start << 16
-  int32_t offset;
-  uint32_t count;  // K (= the escape symbol's index)
-};
-
-// Slot -> symbol with the bucket table of a row.
-inline uint32_t lookup_symbol(const RowDecoder& rd, uint32_t slot, uint32_t shift) {
-  const uint32_t e = rd.buckets[slot >> shift];
-  const uint32_t bound = e >> 16;
-  const uint32_t in_bucket = slot & ((1u << shift) - 1u);
-  if (bound == kFineBucket) return rd.fine[((e & 0xFFFFu) << shift) + in_bucket];
-  return (e & 0xFFFFu) + (in_bucket >= bound);
-}
+// RowDecoder, lookup_symbol and kFineBucket live in rans.hpp (shared with the GPU).
 
 class CdfTable {
  public:
@@ -98,6 +74,20 @@ class CdfTable {
   }
   // log2 of the slots per bucket (precision - bucket bits); valid after prepare_decoder().
   uint32_t bucket_shift() const noexcept { return precision_ - bucket_bits_; }
+
+  // Flat views of every table, for copying them to a GPU. The per-symbol arrays (enc,
+  // info) hold entries() values, row r's starting at row_begin(r); the decoder arrays are
+  // valid after prepare_decoder().
+  size_t entries() const noexcept { return freqs_.size(); }
+  const EncSymbol* enc_data() const noexcept { return enc_.data(); }
+  const uint32_t* info_data() const noexcept { return info_.data(); }
+  const uint64_t* row_begin_data() const noexcept { return row_begin_.data(); }
+  const int32_t* offsets_data() const noexcept { return offsets_.data(); }
+  const uint32_t* lengths_data() const noexcept { return lengths_.data(); }
+  uint32_t bucket_bits() const noexcept { return bucket_bits_; }
+  const std::vector<uint32_t>& dec_buckets() const noexcept { return dec_buckets_; }
+  const std::vector<uint16_t>& dec_fine() const noexcept { return dec_fine_; }
+  const std::vector<size_t>& dec_fine_begin() const noexcept { return dec_fine_begin_; }
 
  private:
   CdfTable() = default;

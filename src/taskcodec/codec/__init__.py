@@ -11,6 +11,7 @@ from taskcodec.codec.frame import (
     read_header,
 )
 from taskcodec.codec.table import CdfTable
+from taskcodec.codec.cuda import decode_batch, dequantize, quantize
 
 __all__ = [
     "CdfTable",
@@ -22,4 +23,7 @@ __all__ = [
     "DEFAULT_MAX_SYMBOLS",
     "DEFAULT_LANES",
     "DEFAULT_CHUNK_SIZE",
+    "quantize",
+    "dequantize",
+    "decode_batch",
 ]

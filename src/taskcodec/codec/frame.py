@@ -8,6 +8,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from taskcodec import _core
+from taskcodec.codec import cuda as _cuda
 from taskcodec.codec.table import CdfTable
 from taskcodec.errors import TaskcodecError
 
@@ -140,6 +141,8 @@ def encode(
     """
     if not isinstance(table, CdfTable):
         raise TaskcodecError(f"table must be a CdfTable, got {type(table).__name__}")
+    if _cuda.is_device_array(symbols):
+        return _encode_device(symbols, table, index, channel_axis, lanes, chunk_size, checksum, meta)
     arr = _as_array(symbols, "symbols")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TaskcodecError(f"symbols must be an integer array, got dtype {arr.dtype}")
@@ -174,6 +177,7 @@ def decode(
     max_symbols: int = DEFAULT_MAX_SYMBOLS,
     threads: int = 0,
     out: Optional[np.ndarray] = None,
+    device: Any = None,
 ) -> np.ndarray:
     """Decode a frame made by :func:`encode` into an ``int32`` array of its shape.
 
@@ -185,15 +189,40 @@ def decode(
     count, ``max_symbols`` (raise it for frames above 2**28 symbols), and the table
     fingerprint (``TableMismatchError`` for other tables). Damaged frames raise
     ``CorruptStreamError`` (or its subclass ``ChecksumError``), never return garbage.
+
+    ``device="cuda"`` (or ``"cuda:N"``, a ``torch.device``), or an ``out`` tensor on a CUDA
+    device, decodes on the GPU into an int32 torch tensor there (CUDA builds; the frame is
+    validated on the host first, exactly as above).
     """
     if not isinstance(table, CdfTable):
         raise TaskcodecError(f"table must be a CdfTable, got {type(table).__name__}")
     max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
     threads = _int_option(threads, "threads", 0, 1024)
+    if (device is not None and str(device) != "cpu") or (out is not None and _cuda.is_device_array(out)):
+        if device is None:
+            device = f"cuda:{out.__dlpack_device__()[1]}"
+        return _cuda.decode_device(blob, table, index, device=device, out=out, max_symbols=max_symbols)
     view = _byte_view(blob)
     # The core checks the index's shape and its CRC32C against the frame's header.
     idx = None if index is None else _as_index(index, None, table.num_rows)
     return _core.decode(view, table._t, idx, max_symbols, threads, out)
+
+
+def _encode_device(symbols: Any, table: CdfTable, index: Any, channel_axis: Optional[int],
+                   lanes: Any, chunk_size: Any, checksum: bool, meta: Any) -> bytes:
+    lanes = _int_option(lanes, "lanes", 1, int(_core.MAX_LANES))
+    if lanes & (lanes - 1):
+        raise TaskcodecError(f"lanes must be a power of two, got {lanes}")
+    chunk_size = _int_option(chunk_size, "chunk_size", 1, 2**32 - 1)
+    if not isinstance(meta, (bytes, bytearray, memoryview)):
+        raise TaskcodecError(f"meta must be bytes-like, got {type(meta).__name__}")
+    shape = tuple(int(s) for s in getattr(symbols, "shape"))
+    if index is not None:
+        mode = int(_core.ROW_INDEX)
+    else:
+        mode = _row_mode(shape, table, channel_axis)
+    return _cuda.encode_device(symbols, table, index, mode, lanes=lanes, chunk_size=chunk_size,
+                               checksum=bool(checksum), meta=bytes(meta))
 
 
 def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameInfo:
