@@ -55,6 +55,7 @@ def main(argv=None):
     ap.add_argument("--symbols", type=int, default=1 << 26)
     ap.add_argument("--chunks", type=int, nargs="+", default=[1 << 20, 1 << 16, 1 << 14, 1 << 12])
     ap.add_argument("--runs", type=int, default=9)
+    ap.add_argument("--topk-n", type=int, default=25_000_000)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)
     if not tc.has_cuda():
@@ -147,7 +148,36 @@ def main(argv=None):
         q_ms.append(a.elapsed_time(b))
     quant = {"values": x.numel(), "call_ms": statistics.median(q_ms),
              "gb_s_read_plus_write": 8 * x.numel() / statistics.median(q_ms) / 1e6}
-    result = {"machine": machine, "rows": rows, "quantize": quant}
+    # top-k of 25 M floats: ours (with and without error feedback) vs torch.topk on |x|
+    topk_rows = []
+    xt = torch.randn(args.topk_n, device=dev)
+    res = torch.zeros_like(xt)
+
+    def event_ms(fn):
+        torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        return a.elapsed_time(b)
+
+    for frac in (0.001, 0.01):
+        k = int(round(frac * args.topk_n))
+        idx, val = tcc.topk(xt, k)
+        ti = torch.topk(xt.abs(), k, sorted=False).indices.sort().values
+        exact = bool(torch.equal(idx.long(), ti))
+        ours = [event_ms(lambda: tcc.topk(xt, k)) for _ in range(args.runs)]
+        ours_ef = [event_ms(lambda: tcc.topk(xt, k, residual=res)) for _ in range(args.runs)]
+        theirs = [event_ms(lambda: torch.topk(xt.abs(), k, sorted=False)) for _ in range(args.runs)]
+        theirs_sorted = [event_ms(lambda: torch.topk(xt.abs(), k).indices.sort()) for _ in range(args.runs)]
+        topk_rows.append({
+            "n": args.topk_n, "k": k, "same_indices_as_torch": exact,
+            "taskcodec_ms": statistics.median(ours), "taskcodec_ef_ms": statistics.median(ours_ef),
+            "torch_topk_ms": statistics.median(theirs),
+            "torch_topk_index_sorted_ms": statistics.median(theirs_sorted),
+        })
+    result = {"machine": machine, "rows": rows, "quantize": quant, "topk": topk_rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=1))
     print(f"GPU: {machine['gpu']}  ({n} int32 symbols, 64 Laplace channels, lanes 32)")
@@ -160,6 +190,12 @@ def main(argv=None):
               f"{r['cpu_encode_ms']:10.1f} {r['cpu_decode_ms']:10.1f}")
     print(f"quantize: {quant['values']} floats in {quant['call_ms']:.3f} ms (call, incl. status sync): "
           f"{quant['gb_s_read_plus_write']:.0f} GB/s read+write")
+    print(f"{'top-k n':>10} {'k':>8} {'=torch':>6} {'ours ms':>8} {'ours+EF ms':>10} {'torch.topk ms':>13} "
+          f"{'torch+sort ms':>13} {'speed-up':>8}")
+    for r in topk_rows:
+        print(f"{r['n']:>10} {r['k']:>8} {str(r['same_indices_as_torch']):>6} {r['taskcodec_ms']:8.3f} "
+              f"{r['taskcodec_ef_ms']:10.3f} {r['torch_topk_ms']:13.3f} {r['torch_topk_index_sorted_ms']:13.3f} "
+              f"{r['torch_topk_ms'] / r['taskcodec_ms']:7.1f}x")
     return 0
 
 

@@ -175,6 +175,28 @@ void register_cuda(py::module_& m) {
                                  ptr_of<float>(zero), reinterpret_cast<float*>(static_cast<uintptr_t>(x)),
                                  reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
         });
+  m.def("cuda_topk",
+        [](uint64_t update, uint64_t residual, uint64_t n, uint64_t k, uint64_t idx, uint64_t val,
+           uint64_t stream) {
+          double ms = 0;
+          py::gil_scoped_release nogil;
+          check(cuda::topk_select(ptr_of<float>(update), reinterpret_cast<float*>(static_cast<uintptr_t>(residual)),
+                                  n, k, reinterpret_cast<uint32_t*>(static_cast<uintptr_t>(idx)),
+                                  reinterpret_cast<float*>(static_cast<uintptr_t>(val)),
+                                  reinterpret_cast<void*>(static_cast<uintptr_t>(stream)), &ms));
+          return ms;
+        });
+  m.def("cuda_residual_subtract", [](uint64_t residual, uint64_t idx, uint64_t sent, uint64_t k, uint64_t stream) {
+    py::gil_scoped_release nogil;
+    check(cuda::residual_subtract(reinterpret_cast<float*>(static_cast<uintptr_t>(residual)), ptr_of<uint32_t>(idx),
+                                  ptr_of<float>(sent), k, reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+  });
+  m.def("cuda_scatter_add", [](uint64_t dense, uint64_t n, uint64_t idx, uint64_t val, uint64_t k, float scale,
+                               uint64_t stream) {
+    py::gil_scoped_release nogil;
+    check(cuda::scatter_add(reinterpret_cast<float*>(static_cast<uintptr_t>(dense)), n, ptr_of<uint32_t>(idx),
+                            ptr_of<float>(val), k, scale, reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+  });
 #else
   m.def("cuda_available", []() { return false; },
         "False: this build carries no CUDA kernels (built without nvcc or with TASKCODEC_CUDA=OFF).");

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common.cuh"
 #include "kernels.cuh"
 #include "taskcodec/checksum.hpp"
 
@@ -16,43 +17,10 @@ using detail::ChunkJob;
 using detail::DevTableView;
 using detail::kWarpsPerBlock;
 
-Error cuda_error(cudaError_t e, const char* what) {
-  return {Status::kInternal, std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) + " (" +
-                                 cudaGetErrorString(e) + ")"};
-}
-
-#define TC_CUDA_TRY(expr)                                        \
-  do {                                                           \
-    const cudaError_t tc_err_ = (expr);                          \
-    if (tc_err_ != cudaSuccess) return cuda_error(tc_err_, #expr); \
-  } while (0)
-
-Error invalid(std::string m) { return {Status::kInvalidArgument, std::move(m)}; }
-
-// Device memory owned for the duration of one call (stream-ordered).
-class DeviceBuffer {
- public:
-  DeviceBuffer() = default;
-  ~DeviceBuffer() {
-    if (ptr_) cudaFreeAsync(ptr_, stream_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  Error allocate(size_t bytes, cudaStream_t stream) {
-    stream_ = stream;
-    if (bytes == 0) bytes = 1;
-    TC_CUDA_TRY(cudaMallocAsync(&ptr_, bytes, stream));
-    return {};
-  }
-  template <class T>
-  T* as() const noexcept {
-    return static_cast<T*>(ptr_);
-  }
-
- private:
-  void* ptr_ = nullptr;
-  cudaStream_t stream_ = nullptr;
-};
+using detail::cuda_error;
+using detail::DeviceBuffer;
+using detail::EventTimer;
+using detail::invalid;
 
 Error chunk_error(uint32_t code, const std::string& where) {
   const Status s = code == static_cast<uint32_t>(ChunkStatus::kSymbolTooWide) ||
@@ -79,41 +47,6 @@ bool fill_layout(const uint64_t* shape, size_t ndim, uint8_t row_mode, ChunkJob*
   }
   return true;
 }
-
-// Device time between two events recorded around kernels on a stream.
-class EventTimer {
- public:
-  explicit EventTimer(bool on, cudaStream_t stream) : on_(on), stream_(stream) {
-    if (on_) {
-      cudaEventCreate(&a_);
-      cudaEventCreate(&b_);
-    }
-  }
-  ~EventTimer() {
-    if (on_) {
-      cudaEventDestroy(a_);
-      cudaEventDestroy(b_);
-    }
-  }
-  void start() {
-    if (on_) cudaEventRecord(a_, stream_);
-  }
-  void stop() {
-    if (on_) cudaEventRecord(b_, stream_);
-  }
-  // After the stream has been synchronised.
-  void read(double* ms) {
-    if (!on_ || !ms) return;
-    float f = 0;
-    cudaEventElapsedTime(&f, a_, b_);
-    *ms = f;
-  }
-
- private:
-  bool on_;
-  cudaStream_t stream_;
-  cudaEvent_t a_{}, b_{};
-};
 
 size_t grid_for(size_t jobs) { return (jobs + kWarpsPerBlock - 1) / kWarpsPerBlock; }
 

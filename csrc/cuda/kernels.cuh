@@ -48,6 +48,7 @@ struct ChunkJob {
 };
 
 constexpr int kWarpsPerBlock = 4;
+constexpr uint64_t kPrefetchWords = 1024;  // how far ahead of the decoder the stream is prefetched
 constexpr uint32_t kMaxSub = kMaxLanes / 32;  // lane states per thread
 
 __device__ __forceinline__ uint32_t row_of(const ChunkJob& job, uint32_t i, uint32_t rows,
@@ -78,6 +79,11 @@ __device__ __forceinline__ RowDecoder decoder_row(const DevTableView& t, uint32_
 __device__ __forceinline__ uint16_t load_word(const uint8_t* words, uint64_t pos) {
   // Little-endian 16-bit word; the chunk may start at any even or odd byte.
   return static_cast<uint16_t>(words[2 * pos] | (static_cast<uint16_t>(words[2 * pos + 1]) << 8));
+}
+
+// Hint that a line will be read soon (the word stream and the symbols are read in order).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 __device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
@@ -131,6 +137,10 @@ __global__ void decode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num
       if (s >= sub) break;
       const uint32_t j = g + s * 32 + tid;  // chunk-local symbol
       const bool live = j < job.count;
+      // The words this step can need are pos .. pos + active - 1: load them now, before the
+      // table lookups, and hand each to its lane with a shuffle below.
+      const uint16_t ahead = pos + tid < nwords ? load_word(words, pos + tid) : 0;
+      if (tid == 0 && pos + kPrefetchWords < nwords) prefetch_l2(words + 2 * (pos + kPrefetchWords));
       bool bad_row = false;
       const uint32_t row = live ? row_of(job, job.begin + j, t.rows, &bad_row) : 0;
       if (__any_sync(amask, bad_row)) {
@@ -151,7 +161,8 @@ __global__ void decode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num
           err = static_cast<uint32_t>(ChunkStatus::kTruncated);
           break;
         }
-        if (need) xs = dec_shift_in(xs, load_word(words, pos + __popc(need_mask & lt_mask)));
+        const uint16_t word = static_cast<uint16_t>(__shfl_sync(amask, ahead, __popc(need_mask & lt_mask)));
+        if (need) xs = dec_shift_in(xs, word);
         pos += total;
         if (live) job.out[job.begin + j] = rd.offset + static_cast<int32_t>(sym);
       } else {
@@ -268,6 +279,7 @@ __global__ void encode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num
         if (static_cast<uint32_t>(s) >= sub) continue;
         const uint32_t j = static_cast<uint32_t>(g) + s * 32 + tid;
         const bool live = j < job.count;
+        if (tid == 0 && s == 0 && g >= 4096) prefetch_l2(in + job.begin + static_cast<uint32_t>(g) - 4096);
         bool bad_row = false;
         T v = 0;
         uint32_t row = 0;

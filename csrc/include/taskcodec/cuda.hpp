@@ -115,4 +115,24 @@ Error quantize(const float* x_dev, uint64_t n, uint64_t inner, uint32_t channels
 Error dequantize(const int32_t* q_dev, uint64_t n, uint64_t inner, uint32_t channels,
                  const float* step_dev, const float* zero_dev, float* x_dev, void* stream);
 
+// ---- sparse updates (federated learning): top-k with error feedback ------------------
+//
+// The selection contract the CPU code shares: exactly k entries, those of largest |acc|,
+// ties to the lower index, indices emitted in ascending order; a NaN or infinity in acc is
+// an error. acc = update, or residual + update when residual_dev is given (error
+// feedback): acc is then written into residual_dev, and once the selected values have been
+// coded the caller subtracts what was sent (residual_subtract), leaving
+// residual = acc - sent. Indices are uint32 (n < 2^32). Synchronises the stream.
+Error topk_select(const float* update_dev, float* residual_dev, uint64_t n, uint64_t k,
+                  uint32_t* idx_dev, float* val_dev, void* stream, double* kernel_ms = nullptr);
+
+// residual[idx[i]] -= sent[i] for i < k.
+Error residual_subtract(float* residual_dev, const uint32_t* idx_dev, const float* sent_dev,
+                        uint64_t k, void* stream);
+
+// dense[idx[i]] += scale * val[i] for i < k (indices of one update are distinct); checks
+// every index against n and reports the first bad one.
+Error scatter_add(float* dense_dev, uint64_t n, const uint32_t* idx_dev, const float* val_dev,
+                  uint64_t k, float scale, void* stream);
+
 }  // namespace taskcodec::cuda

@@ -28,6 +28,9 @@ __all__ = [
     "decode_batch",
     "quantize",
     "dequantize",
+    "topk",
+    "residual_subtract",
+    "scatter_add",
 ]
 
 _KDL_CUDA = 2  # DLPack device type of CUDA memory
@@ -331,3 +334,79 @@ def _inverse_steps(step: np.ndarray) -> np.ndarray:
     if st.size == 0 or not np.all(np.isfinite(st)) or np.any(st <= 0):
         raise TaskcodecError("steps must be positive and finite")
     return (np.float32(1.0) / st).astype(np.float32)
+
+
+# ---------------------------------------------------------------- sparse updates
+
+
+def _flat_f32(x: Any, torch: Any, what: str) -> Any:
+    t = _as_torch(x, torch)
+    if t.dtype != torch.float32 or t.device.type != "cuda" or not t.is_contiguous():
+        raise TaskcodecError(f"{what} must be a contiguous float32 tensor on a CUDA device")
+    return t
+
+
+def topk(update: Any, k: int, *, residual: Any = None, return_kernel_ms: bool = False) -> Any:
+    """Exactly ``k`` entries of largest ``|acc|`` of a CUDA float32 tensor, ties to the lower
+    index, indices ascending (the sparse-update selection contract; the CPU coder selects
+    the same entries). ``acc = update``, or with error feedback ``residual + update``: the
+    residual tensor then holds ``acc`` afterwards (subtract what was sent with
+    :func:`residual_subtract`); a NaN or infinity raises and leaves it unchanged.
+
+    Returns ``(indices int32, values float32)`` on the same device.
+    """
+    torch = _require()
+    u = _flat_f32(update, torch, "update")
+    n = u.numel()
+    if n >= 2**31:
+        raise TaskcodecError("the GPU top-k takes tensors of fewer than 2^31 entries")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= int(k) <= n:
+        raise TaskcodecError(f"k must be an int in 0..{n}, got {k!r}")
+    k = int(k)
+    res_ptr = 0
+    if residual is not None:
+        r = _flat_f32(residual, torch, "residual")
+        if r.numel() != n or r.device != u.device:
+            raise TaskcodecError("residual must match the update's size and device")
+        res_ptr = r.data_ptr()
+    idx = torch.empty(k, dtype=torch.int32, device=u.device)
+    val = torch.empty(k, dtype=torch.float32, device=u.device)
+    with torch.cuda.device(u.device):
+        ms = _core.cuda_topk(u.data_ptr(), res_ptr, n, k, idx.data_ptr() if k else 0,
+                             val.data_ptr() if k else 0, _stream(torch, u.device))
+    return (idx, val, ms) if return_kernel_ms else (idx, val)
+
+
+def residual_subtract(residual: Any, indices: Any, sent: Any) -> None:
+    """``residual[indices] -= sent`` on the device (error feedback after coding)."""
+    torch = _require()
+    r = _flat_f32(residual, torch, "residual")
+    i = _as_torch(indices, torch).to(torch.int32).contiguous()
+    v = _flat_f32(sent, torch, "sent")
+    if i.numel() != v.numel():
+        raise TaskcodecError("one sent value per index")
+    if i.numel() and (int(i.min()) < 0 or int(i.max()) >= r.numel()):
+        raise TaskcodecError("an index lies outside the residual")
+    with torch.cuda.device(r.device):
+        _core.cuda_residual_subtract(r.data_ptr(), i.data_ptr() if i.numel() else 0,
+                                     v.data_ptr() if v.numel() else 0, i.numel(), _stream(torch, r.device))
+
+
+def scatter_add(dense: Any, indices: Any, values: Any, scale: float = 1.0) -> None:
+    """``dense[indices] += scale * values`` on the device (decode-and-accumulate of a sparse
+    update). Every index is checked first: a bad update raises and changes nothing."""
+    torch = _require()
+    d = _flat_f32(dense, torch, "dense")
+    i = _as_torch(indices, torch)
+    if i.dtype not in (torch.int32, torch.int64) or (i.numel() and int(i.min()) < 0):
+        raise TaskcodecError("indices must be non-negative integers")
+    if i.numel() and int(i.max()) >= d.numel():
+        raise TaskcodecError(f"an index lies outside the {d.numel()} entries of the tensor")
+    i = i.to(torch.int32).contiguous()
+    v = _flat_f32(values, torch, "values")
+    if i.numel() != v.numel():
+        raise TaskcodecError("one value per index")
+    with torch.cuda.device(d.device):
+        _core.cuda_scatter_add(d.data_ptr(), d.numel(), i.data_ptr() if i.numel() else 0,
+                               v.data_ptr() if v.numel() else 0, i.numel(), float(scale),
+                               _stream(torch, d.device))
