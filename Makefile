@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
-.PHONY: all system venv install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel clean
+.PHONY: all system venv install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel wheel-aarch64 wheels clean
 
 all: install
 
@@ -81,15 +81,27 @@ bench-core: venv
 
 # dist/taskcodec-*.whl as pip builds it (linux_* tag, own build dir so it does not collide with
 # `make install`), then dist/repaired/: the same wheel with the manylinux tag auditwheel verifies.
+# With nvcc on the machine the x86_64 wheel carries the CUDA kernels (CUDA runtime linked
+# statically; WHEEL_CUDA=OFF builds a CPU-only wheel, ON fails without nvcc).
+WHEEL_CUDA ?= AUTO
 wheel: system venv
-	rm -rf dist
-	$(PIP) wheel --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel .
+	rm -rf dist/*.whl dist/repaired
+	$(PIP) wheel --no-build-isolation --no-deps -w dist -Cbuild-dir=build/wheel \
+	  -Ccmake.define.TASKCODEC_CUDA=$(WHEEL_CUDA) .
 	$(VENV)/bin/auditwheel show dist/taskcodec-*.whl
 	@whl=$$(ls dist/taskcodec-*.whl); case "$$whl" in \
 	  *manylinux*) echo "wheel: $$whl is already manylinux-tagged" ;; \
 	  *) set -e; export PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
 	     auditwheel repair -w dist/repaired "$$whl"; auditwheel show dist/repaired/taskcodec-*.whl ;; \
 	esac
+
+# The aarch64 wheel, cross-built here, repaired, installed and tested in an arm64 Python under
+# qemu-user (scripts/wheel-aarch64.sh), frames compared with x86_64 both ways.
+wheel-aarch64: system venv
+	bash scripts/wheel-aarch64.sh
+
+# Both wheels: dist/repaired/ (x86_64, CUDA kernels inside) and dist/aarch64/repaired/.
+wheels: wheel wheel-aarch64
 
 clean:
 	rm -rf build dist $(VENV)

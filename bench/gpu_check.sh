@@ -27,8 +27,11 @@ echo "build took $(( $(date +%s) - start )) s"
 echo "== tests"
 # -p no:warnings: a foreign torch/numpy pair on the GPU machine may warn at import; the
 # CPU test run keeps warnings as errors.
+tests_rc=0
 $PY -m pytest -q -p no:cacheprovider -p no:warnings tests/gpu tests/golden tests/unit/test_api.py \
-  tests/unit/test_cuda_paths.py 2>&1 | tee "$RESULTS/gpu_tests.log" | tail -15
+  tests/unit/test_cuda_paths.py > "$RESULTS/gpu_tests.log" 2>&1 || tests_rc=$?
+tail -15 "$RESULTS/gpu_tests.log"
 
 echo "== benchmark"
 $PY bench/gpu_bench.py --out "$RESULTS" "$@" 2>&1 | tee "$RESULTS/gpu_bench.log"
+exit $tests_rc

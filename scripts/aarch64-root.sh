@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds (once) an arm64 Debian root file system with Python 3, numpy, pytest and hypothesis,
+# Builds (once) an arm64 Debian root file system with Python 3, pip, numpy, pytest and hypothesis,
 # for running taskcodec's tests on aarch64 under qemu-user on an x86_64 machine:
 #   scripts/aarch64-root.sh DIR
 # The packages are only unpacked (no maintainer scripts run), which is all that running
 # Python through `qemu-aarch64-static -L DIR DIR/usr/bin/python3` needs.
 set -euo pipefail
 root=${1:?usage: aarch64-root.sh DIR}
-if [ -x "$root/usr/bin/python3" ] && [ -f "$root/.taskcodec-ready" ]; then
+stamp="$root/.taskcodec-ready-2"  # bump when the package list changes
+if [ -x "$root/usr/bin/python3" ] && [ -f "$stamp" ]; then
   exit 0
 fi
 for p in debootstrap qemu-user-static g++-aarch64-linux-gnu; do
@@ -21,7 +22,7 @@ rm -rf "$root"
 mkdir -p "$root"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 debootstrap --arch=arm64 --variant=minbase --foreign \
-  --include=python3,libpython3-dev,python3-numpy,python3-pytest,python3-hypothesis \
+  --include=python3,libpython3-dev,python3-numpy,python3-pytest,python3-hypothesis,python3-pip \
   bookworm "$root" "$mirror" >/dev/null
 for deb in "$root"/var/cache/apt/archives/*.deb; do
   dpkg-deb -x "$deb" "$root"
@@ -35,5 +36,5 @@ ln -sf lapack/liblapack.so.3 "$lib/liblapack.so.3"
 py=$(basename "$(ls -d "$root"/usr/include/aarch64-linux-gnu/python3.*)")
 mkdir -p "$root/taskcodec-include/aarch64-linux-gnu"
 ln -sfn "../../usr/include/aarch64-linux-gnu/$py" "$root/taskcodec-include/aarch64-linux-gnu/$py"
-touch "$root/.taskcodec-ready"
+touch "$stamp"
 echo "aarch64 root ready: $root ($(du -sh "$root" | cut -f1))"

@@ -48,7 +48,6 @@ struct ChunkJob {
 };
 
 constexpr int kWarpsPerBlock = 4;
-constexpr uint64_t kPrefetchWords = 1024;  // how far ahead of the decoder the stream is prefetched
 constexpr uint32_t kMaxSub = kMaxLanes / 32;  // lane states per thread
 
 __device__ __forceinline__ uint32_t row_of(const ChunkJob& job, uint32_t i, uint32_t rows,
@@ -137,10 +136,6 @@ __global__ void decode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num
       if (s >= sub) break;
       const uint32_t j = g + s * 32 + tid;  // chunk-local symbol
       const bool live = j < job.count;
-      // The words this step can need are pos .. pos + active - 1: load them now, before the
-      // table lookups, and hand each to its lane with a shuffle below.
-      const uint16_t ahead = pos + tid < nwords ? load_word(words, pos + tid) : 0;
-      if (tid == 0 && pos + kPrefetchWords < nwords) prefetch_l2(words + 2 * (pos + kPrefetchWords));
       bool bad_row = false;
       const uint32_t row = live ? row_of(job, job.begin + j, t.rows, &bad_row) : 0;
       if (__any_sync(amask, bad_row)) {
@@ -161,8 +156,7 @@ __global__ void decode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num
           err = static_cast<uint32_t>(ChunkStatus::kTruncated);
           break;
         }
-        const uint16_t word = static_cast<uint16_t>(__shfl_sync(amask, ahead, __popc(need_mask & lt_mask)));
-        if (need) xs = dec_shift_in(xs, word);
+        if (need) xs = dec_shift_in(xs, load_word(words, pos + __popc(need_mask & lt_mask)));
         pos += total;
         if (live) job.out[job.begin + j] = rd.offset + static_cast<int32_t>(sym);
       } else {

@@ -146,7 +146,7 @@ class Scratch {
   }
 
  private:
-  static constexpr int kMax = 8;
+  static constexpr int kMax = 16;
   cudaStream_t s_;
   DeviceBuffer bufs_[kMax];
   int n_ = 0;
