@@ -276,12 +276,7 @@ def quantize(x: Any, step: Any, zero: Any, *, channel_axis: int = 1) -> Any:
     arr = _host(x, None)
     if arr.dtype != np.float32:
         raise TaskcodecError(f"x must be float32, got {arr.dtype}")
-    st = _host(step)
-    z = _host(zero)
-    if z.size != st.size:
-        raise TaskcodecError("step and zero must have one value per channel")
-    inner = _channel_layout(arr.shape, channel_axis, st.size)
-    c = (np.arange(arr.size, dtype=np.int64) // inner) % st.size
+    st, z, c = _cpu_channels(arr, step, zero, channel_axis)
     inv = _inverse_steps(st)
     with np.errstate(invalid="ignore", over="ignore"):
         y = np.rint((arr.reshape(-1) - z[c]) * inv[c])
@@ -309,14 +304,19 @@ def dequantize(q: Any, step: Any, zero: Any, *, channel_axis: int = 1) -> Any:
                                   z.data_ptr(), x.data_ptr(), _stream(torch, t.device))
         return x
     arr = _host(q, None)
+    st, z, c = _cpu_channels(arr, step, zero, channel_axis)
+    prod = arr.reshape(-1).astype(np.float32) * st[c]
+    return (prod + z[c]).astype(np.float32).reshape(arr.shape)
+
+
+def _cpu_channels(arr: np.ndarray, step: Any, zero: Any, channel_axis: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel steps and zeros as float32, and the channel of every element."""
     st = _host(step)
     z = _host(zero)
     if z.size != st.size:
         raise TaskcodecError("step and zero must have one value per channel")
     inner = _channel_layout(arr.shape, channel_axis, st.size)
-    c = (np.arange(arr.size, dtype=np.int64) // inner) % st.size
-    prod = arr.reshape(-1).astype(np.float32) * st[c]
-    return (prod + z[c]).astype(np.float32).reshape(arr.shape)
+    return st, z, (np.arange(arr.size, dtype=np.int64) // inner) % st.size
 
 
 def _host(x: Any, dtype: Any = np.float32) -> np.ndarray:
