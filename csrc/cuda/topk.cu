@@ -38,7 +38,9 @@ struct SelectState {
 __device__ __forceinline__ uint32_t key_of(float v) { return __float_as_uint(v) & kAbsMask; }
 
 // One histogram pass over acc = update, or residual + update with error feedback (not
-// written back yet: a bad update must leave the residual as it was).
+// written back yet: a bad update must leave the residual as it was). The first digit is
+// mostly the exponent, so most values of a warp land in a few bins: lanes with the same bin
+// are counted together (one shared-memory atomic per distinct bin and warp).
 template <bool kFirst, bool kFeedback>
 __global__ void hist_pass(const float* __restrict__ update, const float* __restrict__ residual, uint32_t n,
                           int shift, SelectState* st) {
@@ -46,12 +48,22 @@ __global__ void hist_pass(const float* __restrict__ update, const float* __restr
   for (int b = threadIdx.x; b < 256; b += blockDim.x) h[b] = 0;
   __syncthreads();
   const uint32_t prefix = st->prefix, mask = st->mask;
+  const uint32_t lane = threadIdx.x & 31;
+  const uint64_t warps = static_cast<uint64_t>(gridDim.x) * (blockDim.x / 32);
   bool bad = false;
-  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-    const float a = kFeedback ? __fadd_rn(residual[i], update[i]) : update[i];
-    const uint32_t key = key_of(a);
-    if constexpr (kFirst) bad |= key >= kInfBits;
-    if ((key & mask) == prefix) atomicAdd(&h[(key >> shift) & 255u], 1u);
+  // Every lane of a warp runs the same number of iterations (the match below needs them all).
+  for (uint64_t base = (static_cast<uint64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * 32; base < n;
+       base += warps * 32) {
+    const uint64_t i = base + lane;
+    uint32_t bin = 256;  // none
+    if (i < n) {
+      const float a = kFeedback ? __fadd_rn(residual[i], update[i]) : update[i];
+      const uint32_t key = key_of(a);
+      if constexpr (kFirst) bad |= key >= kInfBits;
+      if ((key & mask) == prefix) bin = (key >> shift) & 255u;
+    }
+    const unsigned peers = __match_any_sync(0xFFFFFFFFu, bin);
+    if (bin < 256 && lane == static_cast<uint32_t>(__ffs(peers) - 1)) atomicAdd(&h[bin], __popc(peers));
   }
   if constexpr (kFirst) {
     if (bad) atomicOr(&st->bad, 1u);
