@@ -5,6 +5,8 @@
 * :class:`TaskBottleneck` — learned: encoder → quantizer → CompressAI ``EntropyBottleneck``
   → decoder, trained with :func:`train_bottleneck` (task loss + λ · bits), coded through
   taskcodec's frames.
+* :func:`use_taskcodec` — one line that makes a CompressAI model's entropy models code
+  through taskcodec (same decoded tensors, faster).
 * :func:`load_fashion_mnist` — the offline dataset loader the experiments use.
 """
 
@@ -15,6 +17,7 @@ from taskcodec.nn.bottleneck import (
     lambda_sweep,
     train_bottleneck,
 )
+from taskcodec.nn.compressai_adapter import use_taskcodec
 from taskcodec.nn.datasets import load_fashion_mnist
 from taskcodec.nn.feature_codec import FeatureCodec
 
@@ -26,4 +29,5 @@ __all__ = [
     "evaluate_bottleneck",
     "lambda_sweep",
     "load_fashion_mnist",
+    "use_taskcodec",
 ]
