@@ -17,7 +17,7 @@ Bytes are real: every test sample is its own frame (a device sending one image a
 header, CRC32C and all), except the "batched" column, where the 10 k samples go in frames
 of 256. Accuracy is through the decoded features and the tail.
 
-Run:   python bench/features_fmnist.py [--out DIR] [--epochs 4] [--lams ...] [--rates ...]
+Run:   python bench/features_fmnist.py [--out DIR] [--epochs 3] [--lams ...] [--rates ...]
        python bench/features_fmnist.py --quick     # tiny smoke run (a few thousand images)
 Writes DIR/features_fmnist.json and DIR/features_fmnist.png.
 """
@@ -121,9 +121,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder (IDX files)")
     ap.add_argument("--epochs", type=int, default=3, help="CNN training epochs")
-    ap.add_argument("--bn-epochs", type=int, default=2, help="TaskBottleneck epochs per λ")
+    ap.add_argument("--bn-epochs", type=int, default=1, help="TaskBottleneck epochs per λ")
     ap.add_argument("--bn-channels", type=int, default=8)
-    ap.add_argument("--lams", type=float, nargs="*", default=[0.0003, 0.001, 0.003, 0.01])
+    ap.add_argument("--lams", type=float, nargs="*", default=[0.0003, 0.001, 0.003])
     ap.add_argument("--rates", type=float, nargs="*", default=[0.15, 0.25, 0.4, 0.6, 1.0, 1.5])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -138,9 +138,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
     xtr_np, ytr_np = tc.nn.load_fashion_mnist("train", args.data)
     xte_np, yte_np = tc.nn.load_fashion_mnist("test", args.data)
     if args.quick:
-        xtr_np, ytr_np, xte_np, yte_np = xtr_np[:3000], ytr_np[:3000], xte_np[:500], yte_np[:500]
+        xtr_np, ytr_np, xte_np, yte_np = xtr_np[:1000], ytr_np[:1000], xte_np[:200], yte_np[:200]
         args.epochs, args.bn_epochs = 1, 1
-        args.lams, args.rates = args.lams[:2], args.rates[:2]
+        args.lams, args.rates = args.lams[-1:], args.rates[-1:]
     xtr, ytr = to_input(xtr_np), torch.from_numpy(ytr_np)
     xte, yte = to_input(xte_np), torch.from_numpy(yte_np)
 
@@ -182,6 +182,8 @@ def main(argv: Any = None) -> Dict[str, Any]:
 
     # ---- FeatureCodec (post-training) at several rates, calibrated on training images
     calib = f_tr[torch.randperm(len(f_tr), generator=torch.Generator().manual_seed(1))[:2000]]
+    if args.quick:
+        args.bn_channels = min(args.bn_channels, 4)
     for bits in args.rates:
         codec = tc.nn.FeatureCodec.calibrate(calib, bits=bits, params_in_frame=False)
         blobs = [codec.compress(f_te[i : i + 1]) for i in range(len(f_te))]
