@@ -89,7 +89,7 @@ def _cmd_serve_edge(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     serve_edge(args.host, args.port, models=args.models, token=_token(args),
-               max_body_bytes=args.max_body_bytes)
+               max_body_bytes=args.max_body_bytes, calibrate=not args.no_split)
     return 0
 
 
@@ -180,6 +180,8 @@ def _add_pipeline_commands(sub: Any) -> None:
     p.add_argument("--token", help="require this bearer token (or set TASKCODEC_TOKEN)")
     p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
                    help="413 past this request size (default: %(default)s)")
+    p.add_argument("--no-split", action="store_true",
+                   help="skip the codec calibration (faster start; no split inference)")
     p.add_argument("--threads", type=int, default=0, help="torch threads")
     p.set_defaults(func=_cmd_serve_edge)
 

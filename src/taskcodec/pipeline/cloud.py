@@ -340,12 +340,9 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None) -> Any:
 
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, Field
+    from starlette.concurrency import run_in_threadpool
 
     from taskcodec.pipeline.models import REGISTRY
-
-    class PlanRequest(BaseModel):
-        request: str = Field(min_length=1, max_length=2000)
 
     app = FastAPI(title="taskcodec cloud planner", version="1")
 
@@ -364,10 +361,22 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None) -> Any:
         return {"models": {n: s.to_json() for n, s in REGISTRY.items()}}
 
     @app.post("/v1/plan")
-    def plan(body: PlanRequest, request: Request) -> Any:
+    async def plan(request: Request) -> Any:
         check_token(request)
+        raw = await request.body()
+        if len(raw) > 16384:
+            return JSONResponse({"detail": "request body over 16 KiB", "error": "BadRequest"},
+                                413)
         try:
-            steps = planner.plan(body.request)
+            text = json.loads(raw)["request"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"detail": 'expected a JSON object {"request": "<text>"}',
+                                 "error": "BadRequest"}, 422)
+        if not isinstance(text, str) or not 1 <= len(text.strip()) <= 2000:
+            return JSONResponse({"detail": "request must be a string of 1 to 2000 characters",
+                                 "error": "BadRequest"}, 422)
+        try:
+            steps = await run_in_threadpool(planner.plan, text)
         except PlanRefused as exc:
             return JSONResponse({"detail": str(exc), "error": "PlanRefused"}, 422)
         except PlanError as exc:
@@ -385,4 +394,4 @@ def serve_cloud(host: str = "127.0.0.1", port: int = 8500, *, planner: Optional[
     planner = planner or default_planner()
     print(f"taskcodec cloud: planner = {planner.describe()}; http://{host}:{port}", flush=True)
     uvicorn.run(create_cloud_app(planner, token=token), host=host, port=port,
-                log_level="warning")
+                log_level="warning", ws="none")

@@ -172,6 +172,7 @@ class DeviceClient:
         self._measured_at = 0.0
         self._since_measure = 0
         self._jpeg_s = 0.0
+        self._edge_error = "edge not connected"
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "DeviceClient":
@@ -200,8 +201,8 @@ class DeviceClient:
             }
         try:
             self.connect()
-        except EdgeUnavailable:
-            pass  # every request will say so and fall back
+        except EdgeUnavailable as exc:
+            self._edge_error = str(exc)  # every request will say so and fall back
         return self
 
     def close(self) -> None:
@@ -369,8 +370,18 @@ class DeviceClient:
                     self.connect()
                 else:
                     self.measure_link()
-            except EdgeUnavailable:
-                pass
+            except EdgeUnavailable as exc:
+                self.edge_info, self._edge_error = None, str(exc)
+        if self.edge_info is None and mode != "device-only":
+            # No edge: whatever was asked for, the device answers or says why it cannot.
+            if model not in self.runtimes:
+                return Result(task, model, "none", 0, (time.perf_counter() - t_start) * 1e3,
+                              None, error=f"{self._edge_error}; {model} does not fit on the "
+                              "device, no answer")
+            option = Option("device-only", self.device_profile[model]["full_ms"], 0)
+            return self._local(task, model, photo, "the edge is unavailable",
+                               f"{self._edge_error}; answered on the device instead", t_start,
+                               option)
         opts = self.options(model, len(jpeg))
         try:
             if mode == "auto":
@@ -392,7 +403,8 @@ class DeviceClient:
             try:
                 return self._remote(task, model, photo, jpeg, question, option, reason, t_start)
             except EdgeUnavailable as exc:
-                self.edge_info = None  # reconnect (and re-measure) on a later request
+                # reconnect (and re-measure) on a later request
+                self.edge_info, self._edge_error = None, str(exc)
                 fallback = f"{exc}; answered on the device instead"
                 if model not in self.runtimes:
                     return Result(task, model, option.mode, 0,

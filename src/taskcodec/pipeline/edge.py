@@ -262,17 +262,19 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 
 def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
                models: Sequence[str] = ("mobilenet_v2", "blip-tiny"),
-               token: Optional[str] = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
-    """Load the models, then serve until interrupted (binds loopback unless told otherwise)."""
+               token: Optional[str] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               calibrate: bool = True) -> None:
+    """Load the models, then serve until interrupted (binds loopback unless told otherwise).
+
+    ``calibrate=False`` skips the codec calibration: the edge then offers no split."""
     import uvicorn
 
     from taskcodec.pipeline.models import UNTRAINED_BANNER
 
-    service = EdgeService(models)
+    service = EdgeService(models, calibrate=calibrate)
     if any(i.get("untrained") for i in service.info.values()):
         print(UNTRAINED_BANNER, flush=True)
     app = create_edge_app(service, token=token, max_body_bytes=max_body_bytes)
     print(f"taskcodec edge: serving {sorted(service.runtimes)} on http://{host}:{port}",
           flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", ws="none")

@@ -15,7 +15,7 @@ import collections
 import socket
 import threading
 import time
-from typing import Deque, List, Optional, Tuple
+from typing import Callable, Deque, List, Optional, Tuple
 
 __all__ = ["TokenBucket", "LinkEmulator", "DEFAULT_UP_KBPS", "DEFAULT_DOWN_KBPS"]
 
@@ -32,16 +32,20 @@ class TokenBucket:
     """A token bucket of ``rate`` bytes per second holding at most ``burst`` bytes.
 
     :meth:`take` blocks until ``n`` tokens are available. ``rate`` may change at any time.
+    ``clock`` / ``sleep`` default to :func:`time.monotonic` / :func:`time.sleep`.
     """
 
-    def __init__(self, rate: float, burst: float = _BURST) -> None:
+    def __init__(self, rate: float, burst: float = _BURST, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be positive bytes/s, got {rate}")
         self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
         self.rate = float(rate)
         self.burst = float(burst)
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._stamp = clock()
 
     def set_rate(self, rate: float) -> None:
         if not rate > 0:
@@ -51,7 +55,7 @@ class TokenBucket:
             self.rate = float(rate)
 
     def _refill(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
@@ -63,7 +67,7 @@ class TokenBucket:
             deficit = -self._tokens
             rate = self.rate
         if deficit > 0:
-            time.sleep(deficit / rate)
+            self._sleep(deficit / rate)
 
 
 class _Pipe:
@@ -115,8 +119,8 @@ class _Pipe:
                 wait = due - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                self.dst.sendall(data)
                 self.link._count(self.direction, len(data))
+                self.dst.sendall(data)
             self.dst.shutdown(socket.SHUT_WR)
         except OSError:
             # The other side went away: close both so the peer pipe ends too.
