@@ -32,6 +32,26 @@ from taskcodec.codec import (
 from taskcodec import _core
 
 
+_LAZY_SUBMODULES = {"nn": "nn", "split": "nn"}  # submodule -> the extra that provides torch
+
+
+def __getattr__(name: str):  # PEP 562: tc.nn / tc.split import torch only when first used
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        try:
+            import torch  # noqa: F401
+        except ImportError as e:
+            raise ImportError(
+                f"taskcodec.{name} needs PyTorch: install it with "
+                f"pip install 'taskcodec[{_LAZY_SUBMODULES[name]}]'"
+            ) from e
+        module = importlib.import_module(f"taskcodec.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'taskcodec' has no attribute {name!r}")
+
+
 def has_cuda() -> bool:
     """True when this build carries the CUDA kernels and a CUDA device is usable."""
     return bool(_core.has_cuda)
