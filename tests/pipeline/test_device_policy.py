@@ -69,6 +69,7 @@ def test_policy_rule_is_the_lowest_expected_latency_above_the_floor():
     class Cal:
         def __init__(self, at, rate, mean_bytes, agreement):
             self.at, self.rate, self.mean_bytes, self.agreement = at, rate, mean_bytes, agreement
+            self.shape = (32, 28, 28) if at == 6 else (160, 7, 7)
 
     cals = [Cal(6, 0.5, 10_000, 1.0), Cal(16, 2.0, 1_000, 0.25)]
     edge = {"full_ms": 20.0, "tail_ms": {6: 10.0, 16: 2.0}}
@@ -76,10 +77,15 @@ def test_policy_rule_is_the_lowest_expected_latency_above_the_floor():
     opts = policy.options(up_Bps=250_000, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
                           device=device, calibrations=cals)
     by = {o.label(): o for o in opts}
-    assert by["edge-only"].expected_ms == pytest.approx(5 + 2 + 280 + 20)
-    assert by["split@6/r0.5"].expected_ms == pytest.approx(100 + 2 + 40 + 10)
+    assert set(by) == {"edge-only", "device-only", "split@6/r0.5"}  # 16/r2 is below the floor
+    down = 200 / 500  # the JSON reply at the default downlink (2 x uplink), ms
+    assert by["edge-only"].expected_ms == pytest.approx(5 + 2 + 280 + down + 20)
+    assert by["split@6/r0.5"].expected_ms == pytest.approx(100 + 2 + 40 + down + 10)
+    assert by["split@6/r0.5"].bytes_up == pytest.approx(10_000)
+    assert by["device-only"].expected_ms == pytest.approx(400)
     best, reason = policy.choose(opts)
-    assert best.label() == "split@6/r0.5" and "1 below the 0.90 floor" in reason
+    assert best.label() == "split@6/r0.5" and "1 codec rates below the 0.90 floor" in reason
+    assert policy.last_choice.at == 6  # the tc.split.Choice behind the options
     # split@16/r2 would be fastest at 20 kB/s but misses the floor: never chosen.
     opts = policy.options(up_Bps=20_000, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
                           device=device, calibrations=cals)

@@ -27,7 +27,7 @@ def edge_codec(client):
 
     cals = [CodecCalibration.from_json(d)
             for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]]
-    return next(c for c in cals if c.at == 16 and c.rate == 0.5).codec
+    return next(c for c in cals if c.at == 16 and c.rate == 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,10 @@ def test_malformed_frames_get_400_and_the_server_keeps_serving(client, edge_code
     body = r.json()
     assert message.lower() in body["detail"].lower()
     # The message is the codec's own: decoding the same bytes here raises the same error.
+    from taskcodec.pipeline.models import decode_feature
+
     with pytest.raises(tc.TaskcodecError) as local:
-        edge_codec.decompress(bad)
+        decode_feature(edge_codec.codec, bad, edge_codec.shape)
     assert body["detail"] == str(local.value)
     assert body["error"] == type(local.value).__name__
     assert _split(client, good_frame).json()["answer"] == "espresso"

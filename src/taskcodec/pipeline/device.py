@@ -77,39 +77,77 @@ class Result:
         return self.error is None
 
 
+_REPLY_BYTES = 200  # an answer's JSON reply, sent back down
+
+
 class Policy:
-    """Lowest expected latency above an accuracy floor (``tc.split.choose``'s rule)."""
+    """Lowest expected latency above an accuracy floor, computed by :func:`taskcodec.split.choose`.
+
+    :meth:`options` turns the measurements into a :class:`taskcodec.split.Profile` (device
+    head times, edge tail times scaled by the measured edge speed-up, the photo's JPEG size as
+    edge-only's input) and per-cut codec rates (the calibrations at or above the floor), asks
+    ``tc.split.choose`` for every option's expected latency, and adds the device's JPEG coding
+    time to edge-only (``choose`` does not model it).
+    """
 
     def __init__(self, accuracy_floor: float = 0.9) -> None:
         if not 0.0 <= accuracy_floor <= 1.0:
             raise ValueError(f"accuracy_floor must lie in [0, 1], got {accuracy_floor}")
         self.accuracy_floor = accuracy_floor
+        self.last_choice: Any = None  # the tc.split.Choice behind the last options()
+        self.below_floor = 0
 
     def options(self, *, up_Bps: float, rtt_ms: float, jpeg_bytes: int,
                 edge: Optional[Dict[str, Any]], device: Optional[Dict[str, Any]],
-                calibrations: Sequence[Any] = ()) -> List[Option]:
+                calibrations: Sequence[Any] = (), down_Bps: Optional[float] = None
+                ) -> List[Option]:
         """Every option with its expected latency (ms); ``edge``/``device`` None = unavailable.
 
         ``edge``: ``{"full_ms", "tail_ms": {cut: ms}}``; ``device``: ``{"full_ms",
-        "head_ms": {cut: ms}, "jpeg_ms"}``; ``calibrations``: objects with ``at, rate,
-        mean_bytes, agreement``.
+        "head_ms": {cut: ms}, "jpeg_ms", "codec_ms"}``; ``calibrations``: objects with ``at,
+        rate, shape, mean_bytes, agreement``. ``down_Bps`` defaults to twice ``up_Bps``.
         """
-        out = []
-        up_ms = lambda n: 1e3 * n / max(up_Bps, 1.0)  # noqa: E731
-        if edge is not None:
-            out.append(Option("edge-only", (device or {}).get("jpeg_ms", 0.0) + rtt_ms
-                              + up_ms(jpeg_bytes) + edge["full_ms"], jpeg_bytes))
-        if device is not None and device.get("full_ms") is not None:
-            out.append(Option("device-only", device["full_ms"], 0))
+        from taskcodec.split import CutProfile, Link, Profile, choose
+
+        if edge is None and (device is None or device.get("full_ms") is None):
+            return []
+        dev_full = device["full_ms"] if device is not None else edge["full_ms"]
+        speedup = dev_full / edge["full_ms"] if edge is not None else 1.0
+        cuts, rates, agreement = [], {}, {}
+        ok = [c for c in calibrations if c.agreement >= self.accuracy_floor]
+        self.below_floor = len(calibrations) - len(ok)
         if edge is not None and device is not None:
-            for c in calibrations:
+            for c in ok:
                 head = device.get("head_ms", {}).get(c.at)
                 tail = edge.get("tail_ms", {}).get(c.at)
                 if head is None or tail is None:
                     continue
-                out.append(Option("split", head + device.get("codec_ms", 0.0) + rtt_ms
-                                  + up_ms(c.mean_bytes) + tail, c.mean_bytes, c.agreement,
-                                  c.at, c.rate))
+                n = int(np.prod(c.shape))
+                rates.setdefault(c.at, {})[f"r{c.rate:g}"] = 8.0 * c.mean_bytes / n
+                agreement[(c.at, f"r{c.rate:g}")] = (c.agreement, c.rate)
+            for at in rates:
+                n = int(np.prod(next(c.shape for c in ok if c.at == at)))
+                cuts.append(CutProfile(at, device["head_ms"][at] + device.get("codec_ms", 0.0),
+                                       edge["tail_ms"][at] * speedup, (1, n), 4 * n, 2 * n,
+                                       None))
+        prof = Profile(tuple(cuts), dev_full, (), int(jpeg_bytes), _REPLY_BYTES, 1)
+        up = max(up_Bps, 1.0) / 1e3
+        link = Link(up, max(down_Bps or 2 * up_Bps, 1.0) / 1e3, max(rtt_ms, 0.0))
+        choice = choose(prof, link, codec_rates=rates, edge_speedup=speedup,
+                        device_slowdown=1.0, include_edge_only=edge is not None,
+                        include_device_only=device is not None
+                        and device.get("full_ms") is not None)
+        self.last_choice = choice
+        out = []
+        for o in choice.options:
+            if o.at == "edge-only":
+                out.append(Option("edge-only", o.expected_ms + (device or {}).get("jpeg_ms", 0.0),
+                                  o.bytes_up))
+            elif o.at == "device-only":
+                out.append(Option("device-only", o.expected_ms, 0))
+            else:
+                agree, rate = agreement[(o.at, o.rate)]
+                out.append(Option("split", o.expected_ms, o.bytes_up, agree, int(o.at), rate))
         return out
 
     def choose(self, options: Sequence[Option]) -> Tuple[Option, str]:
@@ -121,9 +159,9 @@ class Policy:
         best = min(ok, key=lambda o: o.expected_ms)
         others = ", ".join(f"{o.label()} {o.expected_ms:.0f}"
                            for o in sorted(ok, key=lambda o: o.expected_ms)[1:4])
-        dropped = len(options) - len(ok)
+        dropped = self.below_floor + len(options) - len(ok)
         reason = (f"{best.label()} expected {best.expected_ms:.0f} ms (next: {others or 'none'}"
-                  f"{f'; {dropped} below the {self.accuracy_floor:.2f} floor' if dropped else ''})")
+                  f"{f'; {dropped} codec rates below the {self.accuracy_floor:.2f} floor' if dropped else ''})")
         return best, reason
 
 
@@ -193,11 +231,12 @@ class DeviceClient:
             if not REGISTRY[name].device_fits:
                 continue
             rt = self.runtimes[name] = load_runtime(name)
-            prof = rt.profile(self.profile_runs, side="head")
+            prof = rt.profile(self.profile_runs)  # tc.split.profile on this device
             pre_ms = _preprocess_ms(rt, self.profile_runs)
             self.device_profile[name] = {
-                "head_ms": {p.at: (pre_ms + p.head_ms) * self.slowdown for p in prof},
-                "full_ms": (pre_ms + rt.full_ms(self.profile_runs)) * self.slowdown,
+                "head_ms": {int(str(p.at).rsplit(".", 1)[1]): (pre_ms + p.head_ms)
+                            * self.slowdown for p in prof},
+                "full_ms": (pre_ms + prof.full_ms) * self.slowdown,
             }
         try:
             self.connect()

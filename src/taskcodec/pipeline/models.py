@@ -22,13 +22,11 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
-import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from taskcodec.errors import TaskcodecError
-from taskcodec.pipeline._split_fallback import CutProfile, PlainFeatureCodec
 
 __all__ = [
     "ModelSpec",
@@ -41,6 +39,7 @@ __all__ = [
     "load_runtime",
     "decode_jpeg",
     "encode_jpeg",
+    "decode_feature",
 ]
 
 UNTRAINED_BANNER = (
@@ -123,39 +122,59 @@ def encode_jpeg(photo: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.getvalue()
 
 
-def _ms(fn: Any, runs: int) -> Tuple[float, Any]:
-    times, out = [], None
-    for _ in range(max(1, runs)):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times)), out
-
-
 @dataclasses.dataclass
 class CodecCalibration:
-    """The codec of one (cut, rate) and what it costs and keeps on held-out photos."""
+    """The :class:`taskcodec.nn.FeatureCodec` of one (cut, rate), what its frames cost and
+    what they keep on held-out photos."""
 
     at: int
-    rate: float
-    codec: PlainFeatureCodec
+    rate: float  # the codec's step as a multiple of each channel's std
+    codec: Any  # taskcodec.nn.FeatureCodec
+    shape: Tuple[int, ...]  # [C, H, W] of one feature map at this cut
     mean_bytes: float
     agreement: float  # top-1 agreement with the full model on held-out calibration views
 
     def to_json(self) -> Dict[str, Any]:
+        """JSON with the codec as base64 of its ``.npz`` (:meth:`FeatureCodec.save`; no pickle)."""
         import base64
+        import tempfile
 
-        return {"at": self.at, "rate": self.rate, "mean_bytes": self.mean_bytes,
-                "agreement": self.agreement,
-                "codec": base64.b64encode(self.codec.to_bytes()).decode("ascii")}
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "codec.npz")
+            self.codec.save(path)
+            with open(path, "rb") as f:
+                blob = f.read()
+        return {"at": self.at, "rate": self.rate, "shape": list(self.shape),
+                "mean_bytes": self.mean_bytes, "agreement": self.agreement,
+                "codec": base64.b64encode(blob).decode("ascii")}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "CodecCalibration":
         import base64
+        import tempfile
 
-        return cls(int(d["at"]), float(d["rate"]),
-                   PlainFeatureCodec.from_bytes(base64.b64decode(d["codec"])),
+        from taskcodec.nn import FeatureCodec
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "codec.npz")
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(d["codec"]))
+            codec = FeatureCodec.load(path)
+        return cls(int(d["at"]), float(d["rate"]), codec, tuple(int(s) for s in d["shape"]),
                    float(d["mean_bytes"]), float(d["agreement"]))
+
+
+def decode_feature(codec: Any, frame: bytes, shape: Sequence[int]) -> Any:
+    """Check a split frame's header against the cut's feature ``shape`` ``[C, H, W]`` (at most
+    a batch of 16), then decode it with ``codec``; raises :class:`TaskcodecError` subclasses."""
+    import taskcodec as tc
+
+    expected = tuple(int(s) for s in shape)
+    info = tc.read_header(frame, max_symbols=16 * int(np.prod(expected)))
+    if tuple(info.shape[1:]) != expected:
+        raise BadInputError(f"frame holds a {list(info.shape)} tensor; this cut expects "
+                            f"[N, {', '.join(map(str, expected))}]")
+    return codec.decompress(frame)
 
 
 class MobileNetRuntime:
@@ -164,14 +183,21 @@ class MobileNetRuntime:
     spec = REGISTRY["mobilenet_v2"]
 
     def __init__(self) -> None:
-        import torch  # noqa: F401
-
+        import taskcodec as tc
         from taskcodec.demo import _load_model
 
         self.model, weights = _load_model()
         self.preset = weights.transforms()
         self.categories: List[str] = list(weights.meta["categories"])
         self.calibrations: Dict[Tuple[int, float], CodecCalibration] = {}
+        # (head, tail) per registered cut, from tc.split.partition (torch.fx).
+        self.parts = {at: tc.split.partition(self.model, self.cut_name(at))
+                      for at in self.spec.cut_points}
+
+    @staticmethod
+    def cut_name(at: int) -> str:
+        """The module the cut follows (``features.<at>``), as :mod:`taskcodec.split` names it."""
+        return f"features.{at}"
 
     # ------------------------------------------------------------ pieces
     def preprocess(self, photo: np.ndarray) -> Any:
@@ -193,16 +219,14 @@ class MobileNetRuntime:
 
         self._check_cut(at)
         with torch.inference_mode():
-            return self.model.features[: at + 1](x)
+            return self.parts[at][0](x)
 
     def tail(self, z: Any, at: int) -> Any:
         import torch
 
         self._check_cut(at)
         with torch.inference_mode():
-            z = self.model.features[at + 1 :](z)
-            z = torch.nn.functional.adaptive_avg_pool2d(z, (1, 1))
-            return self.model.classifier(torch.flatten(z, 1))
+            return self.parts[at][1](z)
 
     def full(self, x: Any) -> Any:
         import torch
@@ -219,11 +243,13 @@ class MobileNetRuntime:
 
     # ------------------------------------------------------------ calibration, profile
     def calibrate(self, photos: Optional[Sequence[str]] = None) -> None:
-        """Fit a codec per (cut, rate) on half the calibration views; score it on the rest."""
+        """Fit a :class:`taskcodec.nn.FeatureCodec` per (cut, rate) on half the calibration
+        views; measure its frame size and top-1 agreement on the other half."""
         import torch
 
         from taskcodec.demo import CALIBRATION_PHOTOS, _calibration_views, _network_input, \
             _normalize, load_photo
+        from taskcodec.nn import FeatureCodec
 
         rng = np.random.default_rng(0)
         views = [
@@ -238,35 +264,24 @@ class MobileNetRuntime:
         for at in self.spec.cut_points:
             f_fit, f_held = self.head(fit, at), self.head(held, at)
             for rate in self.spec.rates:
-                codec = PlainFeatureCodec.calibrate(f_fit, step_per_std=rate)
+                codec = FeatureCodec.calibrate(f_fit, step_per_std=rate)
                 sizes, hits = [], 0
                 for i in range(f_held.shape[0]):
                     blob = codec.compress(f_held[i : i + 1])
                     sizes.append(len(blob))
                     hits += int(self.tail(codec.decompress(blob), at).argmax(1)[0] == ref[i])
                 self.calibrations[(at, rate)] = CodecCalibration(
-                    at, rate, codec, float(np.mean(sizes)), hits / f_held.shape[0])
+                    at, rate, codec, tuple(int(s) for s in f_fit.shape[1:]),
+                    float(np.mean(sizes)), hits / f_held.shape[0])
 
-    def profile(self, runs: int = 5, *, side: str = "both") -> List[CutProfile]:
-        """Median head / tail milliseconds per registered cut on this host (one 224 image)."""
+    def profile(self, runs: int = 5) -> Any:
+        """:func:`taskcodec.split.profile` of the registered cuts on this host (one 224 image)."""
+        import taskcodec as tc
         import torch
 
         x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        out = []
-        for at in self.spec.cut_points:
-            head_ms, z = _ms(lambda: self.head(x, at), runs) if side != "tail" else (0.0, None)
-            if z is None:
-                z = self.head(x, at)
-            tail_ms = _ms(lambda: self.tail(z, at), runs)[0] if side != "head" else 0.0
-            out.append(CutProfile(at, head_ms, tail_ms, tuple(z.shape[1:]), z.numel() * 4,
-                                  z.numel() * 2))
-        return out
-
-    def full_ms(self, runs: int = 5) -> float:
-        import torch
-
-        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        return _ms(lambda: self.full(x), runs)[0]
+        return tc.split.profile(self.model, x, [self.cut_name(a) for a in self.spec.cut_points],
+                                runs=runs, flops=False)
 
 
 class BlipRuntime:
