@@ -39,7 +39,7 @@ REFUSED_REQUEST = "book me a flight to Paris"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="taskcodec-demo",
+    p.add_argument("--out", default="demo-out",
                    help="folder for the JSON, the plot and the server logs (default: %(default)s)")
     p.add_argument("--bandwidths", type=float, nargs="+", default=list(DEFAULT_BANDWIDTHS),
                    help="uplink kB/s to sweep (default: %(default)s)")

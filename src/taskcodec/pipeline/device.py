@@ -9,7 +9,9 @@ For every request the :class:`Policy` compares the expected end-to-end latency o
 
 from the link it has measured (uplink throughput from its own uploads and probes, round
 trip from pings), its own compute profile, and the edge's profile and codec calibrations
-(frame size and top-1 agreement per cut and rate). It takes the fastest option whose
+(frame size and top-1 agreement per cut and rate), each mode's estimate scaled by how far
+off that mode's past requests were (a per-mode correction factor, an EWMA of observed /
+expected latency). It takes the fastest option whose
 agreement is at or above ``accuracy_floor``. If the edge is unreachable, times out or fails,
 the request falls back to device-only and says so; a model that does not fit the device
 then ends with an explicit error. Every request ends with an answer or an error.
@@ -211,6 +213,7 @@ class DeviceClient:
         self._since_measure = 0
         self._jpeg_s = 0.0
         self._edge_error = "edge not connected"
+        self.correction: Dict[Tuple[str, str], float] = {}
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "DeviceClient":
@@ -318,7 +321,8 @@ class DeviceClient:
         ms = (time.perf_counter() - t0) * 1e3
         if r.status_code != 200:
             raise EdgeUnavailable(f"edge probe failed: HTTP {r.status_code} {r.text[:200]}")
-        self.up_Bps = len(payload) / max(ms - self.rtt_ms, 0.05) * 1e3
+        # At least 1 ms of transfer: a probe that fast says "fast", not how fast.
+        self.up_Bps = len(payload) / max(ms - self.rtt_ms, 1.0) * 1e3
         self._measured_at, self._since_measure = time.monotonic(), 0
         return self.up_Bps, self.rtt_ms
 
@@ -384,10 +388,24 @@ class DeviceClient:
         device = self.device_profile.get(model)
         if device is not None:  # this photo's JPEG coding time, at the device's speed
             device = {**device, "jpeg_ms": self._jpeg_s * 1e3 * self.slowdown}
-        return self.policy.options(
+        opts = self.policy.options(
             up_Bps=self.up_Bps or 1.0, rtt_ms=self.rtt_ms, jpeg_bytes=jpeg_bytes, edge=edge,
             device=device,
             calibrations=self.calibrations.get(model, ()))
+        # What each mode really took against its estimate so far (the profiles were measured
+        # once, at start-up; load on either host changes them).
+        return [dataclasses.replace(o, expected_ms=o.expected_ms
+                                    * self.correction.get((model, o.mode), 1.0)) for o in opts]
+
+    def _observe(self, model: str, option: Option, latency_ms: float) -> None:
+        """Fold one request's latency into the mode's correction factor (EWMA, clamped)."""
+        if option.expected_ms <= 0:
+            return
+        key = (model, option.mode)
+        prev = self.correction.get(key, 1.0)
+        base = option.expected_ms / prev  # the uncorrected estimate
+        ratio = min(max(latency_ms / base, 0.25), 4.0)
+        self.correction[key] = 0.5 * prev + 0.5 * ratio
 
     def run(self, task: str, model: str, photo: np.ndarray, *, question: Optional[str] = None,
             mode: str = "auto") -> Result:
@@ -455,6 +473,8 @@ class DeviceClient:
                fallback: Optional[str], t_start: float, option: Option) -> Result:
         rt = self.runtimes[model]
         out = self._compute(lambda: rt.answer(rt.full(rt.preprocess(photo))))
+        if fallback is None:
+            self._observe(model, option, (time.perf_counter() - t_start) * 1e3)
         return Result(task, model, "device-only", 0, (time.perf_counter() - t_start) * 1e3,
                       out["answer"], out, reason, fallback, option=option)
 
@@ -490,5 +510,6 @@ class DeviceClient:
                           option=option)
         out = r.json()
         self._learn(len(body), net_ms, float(out.get("server_ms", 0.0)))
+        self._observe(model, option, latency)
         return Result(task, model, option.mode, len(body), latency, out.get("answer"), out,
                       reason, untrained=bool(out.get("untrained")), option=option)
