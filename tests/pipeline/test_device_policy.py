@@ -52,10 +52,12 @@ def test_policy_switches_mode_as_the_bandwidth_drops(edge, photos):
         for bw in (5000, 60, 8):
             dev.link.set(up_kBps=bw, down_kBps=bw)
             dev.measure_link()
-            # Measured against the set rate: within a factor of 2 (bursts, HTTP headers);
-            # at 5000 kB/s the 6 kB probe takes about a millisecond: only "fast" is known.
-            assert bw / 2 < dev.up_Bps / 1e3, (bw, dev.up_Bps)
-            assert bw == 5000 or dev.up_Bps / 1e3 < bw * 2, (bw, dev.up_Bps)
+            if bw == 5000:
+                # The 6 kB probe takes about a millisecond here, less than the HTTP overhead
+                # on a loaded machine (measured 1.5-3 MB/s): it only tells "fast".
+                assert dev.up_Bps / 1e3 > 500, dev.up_Bps
+            else:  # transfer-dominated: within a factor of 2 of the set rate
+                assert bw / 2 < dev.up_Bps / 1e3 < bw * 2, (bw, dev.up_Bps)
             r = dev.run("classify", "mobilenet_v2", photos["coffee"])
             assert r.ok and r.answer == "espresso", r
             modes[bw] = (r.mode, r.reason)
