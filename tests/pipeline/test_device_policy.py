@@ -139,3 +139,17 @@ def test_an_edge_that_hangs_times_out_into_the_fallback(weights, photos):
             assert "timed out" in r.fallback or "unreachable" in r.fallback
     finally:
         hung.close()
+
+
+def test_device_cli_against_the_edge(edge, capsys):
+    from taskcodec import cli
+
+    rc = cli.main(["device", "--edge", edge.url, "--image", "coffee", "--mode", "split",
+                   "--up", "300"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "mode split@" in out and "-> espresso" in out and "policy:" in out
+    rc = cli.main(["device", "--edge", edge.url, "--image", "astronaut", "--task",
+                   "visual-question-answering", "--request", "is he smiling?"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "UNTRAINED WEIGHTS" in out and "vqa (blip-tiny): mode edge-only" in out

@@ -210,8 +210,20 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
         p = argparse.ArgumentParser(prog="taskcodec demo")
         add_arguments(p)
         args = p.parse_args()
-    report = run(Path(args.out), bandwidths=args.bandwidths, slowdown=args.slowdown,
-                 repeats=args.repeats, threads=args.threads, planner=args.planner)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like Ctrl-C, so the servers are stopped on the way out.
+        previous = signal.signal(signal.SIGTERM,
+                                 lambda *_: sys.exit(128 + int(signal.SIGTERM)))
+    try:
+        report = run(Path(args.out), bandwidths=args.bandwidths, slowdown=args.slowdown,
+                     repeats=args.repeats, threads=args.threads, planner=args.planner)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     errors = [r for r in report["rows"] if str(r["answer"]).startswith("ERROR")]
     return 1 if errors else 0
 

@@ -15,6 +15,16 @@ from taskcodec.errors import TaskcodecError
 __all__ = ["free_port", "Service", "start_service"]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -90,7 +100,8 @@ def start_service(kind: str, args: Sequence[str] = (), *, port: Optional[int] = 
                       str(port), *args]
     log = open(log_path, "wb")
     child_env = {**os.environ, **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     log.close()
     svc = Service(kind, proc, f"http://127.0.0.1:{port}", log_path)
     if wait:
