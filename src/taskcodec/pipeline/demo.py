@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Optional, Sequence
 __all__ = ["add_arguments", "main", "run", "DEFAULT_BANDWIDTHS", "DEFAULT_SLOWDOWN"]
 
 DEFAULT_BANDWIDTHS = (1000.0, 500.0, 300.0, 250.0, 100.0)
-DEFAULT_SLOWDOWN = 8.0
-"""The demo's device is emulated 8x slower than the machine (a phone / Jetson next to an edge
-GPU box); with one machine playing both, device-only would otherwise always win."""
+DEFAULT_SLOWDOWN = 4.0
+"""The demo's device is emulated 4x slower than the machine (a small board next to an edge
+box); with one machine playing both, device-only would otherwise always win."""
 
 REQUESTS = (
     ("what kind of animal is this?", "chelsea"),
