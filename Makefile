@@ -1,5 +1,5 @@
 # taskcodec: the commands the README names. Each sets up what it needs by itself.
-#   make demo   compress real network activations end to end and print sizes and speed
+#   make demo   the device / edge / cloud pipeline on loopback (taskcodec demo): modes, bytes, latency
 #   make test   system packages, venv, build, Python tests, C++ tests
 SHELL := /bin/bash
 PYTHON ?= python3
