@@ -34,5 +34,6 @@ struct PyTable {
 void register_errors(py::module_& m);
 void register_table(py::module_& m);
 void register_codec(py::module_& m);
+void register_sparse(py::module_& m);
 
 }  // namespace taskcodec::py_bindings

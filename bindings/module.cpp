@@ -61,4 +61,5 @@ PYBIND11_MODULE(_core, m) {
   tb::register_errors(m);
   tb::register_table(m);
   tb::register_codec(m);
+  tb::register_sparse(m);
 }

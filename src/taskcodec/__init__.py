@@ -32,6 +32,18 @@ from taskcodec.codec import (
 from taskcodec import _core
 
 
+_LAZY_SUBPACKAGES = ("fl",)
+
+
+def __getattr__(name: str):
+    """Subpackages with heavy dependencies (torch, flwr) load on first attribute access."""
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"taskcodec.{name}")
+    raise AttributeError(f"module 'taskcodec' has no attribute {name!r}")
+
+
 def has_cuda() -> bool:
     """True when this build carries the CUDA kernels and a CUDA device is usable."""
     return bool(_core.has_cuda)
