@@ -176,7 +176,7 @@ Error encode_values(const float* v, size_t k, const ValueParams& p, uint64_t str
             }
           }
           levels[j] = static_cast<uint8_t>(static_cast<int8_t>(q));
-          if (dequant) dequant[j] = qsgd ? scale * static_cast<float>(q) / s : static_cast<float>(q) * scale;
+          if (dequant) dequant[j] = qsgd ? scale * (static_cast<float>(q) / s) : static_cast<float>(q) * scale;
         }
       }
       return {};
@@ -241,7 +241,8 @@ Error decode_values(const uint8_t* data, size_t len, size_t k, const ValueParams
             return corrupt("level " + std::to_string(q) + " of value " + std::to_string(j) +
                            " is outside +-" + std::to_string(lim));
           }
-          out[j] = qsgd ? scale * static_cast<float>(q) / s : static_cast<float>(q) * scale;
+          out[j] = qsgd ? scale * (static_cast<float>(q) / s) : static_cast<float>(q) * scale;
+          if (!std::isfinite(out[j])) return corrupt("value " + std::to_string(j) + " overflows float32");
         }
       }
       return {};
