@@ -35,5 +35,6 @@ void register_errors(py::module_& m);
 void register_table(py::module_& m);
 void register_codec(py::module_& m);
 void register_cuda(py::module_& m);
+void register_sparse(py::module_& m);
 
 }  // namespace taskcodec::py_bindings

@@ -62,4 +62,5 @@ PYBIND11_MODULE(_core, m) {
   tb::register_table(m);
   tb::register_codec(m);
   tb::register_cuda(m);
+  tb::register_sparse(m);
 }

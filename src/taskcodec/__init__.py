@@ -36,12 +36,13 @@ from taskcodec import _core
 
 
 _LAZY_SUBMODULES = {"nn": "nn", "split": "nn"}  # submodule -> the extra that provides torch
+_LAZY_SUBPACKAGES = ("fl",)  # numpy-level; its flower / ddp modules import flwr / torch
 
 
-def __getattr__(name: str):  # PEP 562: tc.nn / tc.split import torch only when first used
+def __getattr__(name: str):  # PEP 562: heavy subpackages load on first attribute access
+    import importlib
+
     if name in _LAZY_SUBMODULES:
-        import importlib
-
         try:
             import torch  # noqa: F401
         except ImportError as e:
@@ -52,6 +53,8 @@ def __getattr__(name: str):  # PEP 562: tc.nn / tc.split import torch only when 
         module = importlib.import_module(f"taskcodec.{name}")
         globals()[name] = module
         return module
+    if name in _LAZY_SUBPACKAGES:
+        return importlib.import_module(f"taskcodec.{name}")
     raise AttributeError(f"module 'taskcodec' has no attribute {name!r}")
 
 

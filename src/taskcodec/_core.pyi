@@ -1,6 +1,6 @@
 """Type stubs for taskcodec's compiled core (private; use the taskcodec package)."""
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -74,3 +74,32 @@ def decode(
     out: Optional[npt.NDArray[np.int32]] = None,
 ) -> npt.NDArray[np.int32]: ...
 def read_header(blob: Any, max_symbols: int) -> Dict[str, Any]: ...
+
+# ---- sparse updates (taskcodec.fl; docs/format.md section 21) ----
+SPARSE_DEFAULT_MAX_TENSORS: int
+SPARSE_DEFAULT_MAX_ELEMENTS: int
+
+def topk_count(n: int, ratio: float) -> int: ...
+def topk_select(x: npt.NDArray[np.float32], k: int, threads: int = 0) -> npt.NDArray[np.uint32]: ...
+def sparse_encode_values(
+    values: npt.NDArray[np.float32], coding: int, block_log2: int, levels: int, seed: int, stream: int
+) -> Tuple[bytes, npt.NDArray[np.float32]]: ...
+def sparse_compress_tensor(
+    update: npt.NDArray[np.float32],
+    residual: Optional[npt.NDArray[np.float32]],
+    k: int,
+    coding: int,
+    block_log2: int,
+    levels: int,
+    seed: int,
+    stream: int,
+    threads: int = 0,
+) -> Tuple[bytes, npt.NDArray[np.uint32]]: ...
+def sparse_write_frame(records: List[bytes], meta: bytes, checksum: bool) -> bytes: ...
+def sparse_read(blob: Any, max_tensors: int, max_elements: int) -> Tuple[bytes, List[Dict[str, Any]], bool]: ...
+def sparse_decode(
+    blob: Any, max_tensors: int, max_elements: int
+) -> List[Tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]]]: ...
+def sparse_accumulate(
+    blob: Any, dense: List[npt.NDArray[np.float32]], weight: float, max_tensors: int, max_elements: int
+) -> None: ...

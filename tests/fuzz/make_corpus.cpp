@@ -8,6 +8,7 @@
 #include <map>
 
 #include "fuzz_common.hpp"
+#include "taskcodec/sparse.hpp"
 
 using namespace tcfuzz;
 namespace fs = std::filesystem;
@@ -229,6 +230,25 @@ int main(int argc, char** argv) {
       if (rng.below(4) != 0) in[i] = static_cast<uint8_t>(rng.below(8));
     }
     w.put("fuzz_roundtrip", in);
+  }
+
+  // ---- sparse updates (kind 2): every value coding, gap and bitmap indices, no checksum
+  for (int c = 0; c < 5; ++c) {
+    for (uint64_t n : {1ull, 40ull, 3000ull}) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = static_cast<float>(static_cast<int32_t>(rng.below(2001)) - 1000) * 1e-3f;
+      std::vector<std::vector<uint8_t>> recs(2);
+      ValueParams p;
+      p.coding = static_cast<ValueCoding>(c);
+      p.block_log2 = rng.below(6);
+      p.levels = 1 + rng.below(20);
+      const size_t k1 = static_cast<size_t>(topk_count(n, 0.01)), k2 = static_cast<size_t>(topk_count(n, 0.4));
+      check_ok(compress_tensor(x.data(), nullptr, n, k1, p, 0, &recs[0]), "sparse seed (gaps)");
+      check_ok(compress_tensor(x.data(), nullptr, n, k2, p, 1, &recs[1]), "sparse seed (bitmap)");
+      std::vector<uint8_t> f;
+      check_ok(write_sparse_frame(recs, nullptr, 0, false, &f), "sparse seed frame");
+      w.put("fuzz_sparse", f);
+    }
   }
 
   std::cout << "make_corpus: wrote " << w.total() << " seeds under " << argv[1] << "\n";

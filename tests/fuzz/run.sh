@@ -12,10 +12,10 @@ build=${1:?usage: run.sh BUILD_DIR SECONDS}
 total=${2:?usage: run.sh BUILD_DIR SECONDS}
 bin="$build/tests/fuzz"
 
-targets=(fuzz_decode fuzz_decode_stamped fuzz_decode_table fuzz_roundtrip fuzz_table)
+targets=(fuzz_decode fuzz_decode_stamped fuzz_decode_table fuzz_roundtrip fuzz_table fuzz_sparse)
 declare -A max_len=(
   [fuzz_decode]=8192 [fuzz_decode_stamped]=8192 [fuzz_decode_table]=12288
-  [fuzz_roundtrip]=2048 [fuzz_table]=4096)
+  [fuzz_roundtrip]=2048 [fuzz_table]=4096 [fuzz_sparse]=8192)
 declare -A extra=([fuzz_decode]="-use_value_profile=1")
 
 for t in "${targets[@]}" fuzz_make_corpus; do

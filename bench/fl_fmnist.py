@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Federated Fashion-MNIST: dense FedAvg vs taskcodec-compressed uplinks, in one run.
+
+Ten clients, IID and non-IID (Dirichlet alpha = 0.5 over labels) partitions of the 60 k
+training images, FedAvg weighted by client sample counts, every client in every round.
+Each client trains ``--local-epochs`` of SGD (batch 64, momentum 0.9) on a small model
+(``--model mlp``: 784-200-10, 159 k parameters; ``cnn``: two conv layers) from the global
+model and uploads its delta; ``--samples-per-client`` caps the local data (a short run). Uplinks:
+
+* dense: the float32 delta (4 bytes a parameter, no framing counted);
+* taskcodec: ``tc.fl.TopKCompressor(ratio, values)`` with error feedback on each client
+  (the same compressor the Flower mod uses); the server decodes with ``tc.fl.accumulate``
+  (as the Flower strategy wrapper does) and adds the weighted mean delta to the model.
+
+Downlinks are the dense float32 model (4 bytes a parameter) in every run. Per round the
+script records test accuracy (10 k images), uplink and downlink bytes of the whole round,
+and transfer time at 250 KB/s up and 500 KB/s down (one client's upload plus one
+download, clients sending in parallel on their own links). It ends with a table and a plot.
+
+Data: Fashion-MNIST IDX files from ``--data`` (default: the Debian package's folder
+``/usr/share/datasets/fashion-mnist``; torchvision's ``<root>/FashionMNIST/raw`` works too).
+``--dataset cifar10 --data <root>`` runs CIFAR-10 through torchvision where a user has it.
+
+Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine, machine_summary  # noqa: E402
+
+UP_BPS, DOWN_BPS = 250_000, 500_000  # bytes per second
+
+
+def _idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fmnist(root: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    base = Path(root)
+    for cand in (base, base / "FashionMNIST" / "raw", base / "raw"):
+        f = cand / "train-images-idx3-ubyte.gz"
+        g = cand / "train-images-idx3-ubyte"
+        if f.exists() or g.exists():
+            ext = ".gz" if f.exists() else ""
+            load = lambda n: _idx(cand / (n + ext))  # noqa: E731
+            xtr, ytr = load("train-images-idx3-ubyte"), load("train-labels-idx1-ubyte")
+            xte, yte = load("t10k-images-idx3-ubyte"), load("t10k-labels-idx1-ubyte")
+            norm = lambda x: ((x.astype(np.float32) / 255.0 - 0.286) / 0.353)[:, None]  # noqa: E731
+            return norm(xtr), ytr.astype(np.int64), norm(xte), yte.astype(np.int64)
+    raise SystemExit(f"no Fashion-MNIST IDX files under {root} (give --data)")
+
+
+def load_cifar10(root: str):
+    import torchvision
+
+    tr = torchvision.datasets.CIFAR10(root, train=True, download=False)
+    te = torchvision.datasets.CIFAR10(root, train=False, download=False)
+    mean, std = np.array([0.491, 0.482, 0.447], np.float32), np.array([0.247, 0.243, 0.262], np.float32)
+    norm = lambda x: ((x.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2).copy()  # noqa: E731
+    return norm(tr.data), np.array(tr.targets), norm(te.data), np.array(te.targets)
+
+
+def partition(y: np.ndarray, clients: int, alpha: float, rng: np.random.Generator) -> List[np.ndarray]:
+    """IID split (alpha <= 0) or per-class Dirichlet(alpha) proportions over clients."""
+    if alpha <= 0:
+        return np.array_split(rng.permutation(len(y)), clients)
+    parts: List[List[int]] = [[] for _ in range(clients)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        p = rng.dirichlet([alpha] * clients)
+        cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+        for k, chunk in enumerate(np.split(idx, cuts)):
+            parts[k].extend(chunk.tolist())
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
+
+
+def make_model(channels: int, torch, kind: str = "mlp"):
+    nn = torch.nn
+    if kind == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(200), nn.ReLU(), nn.Linear(200, 10))
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.LazyLinear(64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def run(config: str, data, parts, args, torch, progress) -> Dict:
+    from taskcodec import fl
+
+    xtr, ytr, xte, yte = data
+    torch.manual_seed(args.seed)
+    model = make_model(xtr.shape[1], torch, args.model)
+    model(torch.zeros(1, *xtr.shape[1:]))  # materialise the lazy layer
+    names = [n for n, _ in model.named_parameters()]
+    n_params = sum(p.numel() for p in model.parameters())
+    dense = config == "dense"
+    comps = []
+    if not dense:
+        ratio, values = config.split(":")
+        comps = [fl.TopKCompressor(float(ratio), values, seed=k) for k in range(len(parts))]
+    xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
+    sizes = np.array([len(p) for p in parts], np.float64)
+    weights = sizes / sizes.sum()
+    hist = []
+    rng = np.random.default_rng(args.seed)
+    bar = progress(range(1, args.rounds + 1), desc=f"{config:>11} {args.partition_name}", unit="round", leave=False)
+    for rnd in bar:
+        glob = {n: p.detach().clone() for n, p in model.named_parameters()}
+        deltas, blobs = [], []
+        for k, idx in enumerate(parts):
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(glob[n])
+            opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+            for _ in range(args.local_epochs):
+                order = rng.permutation(idx)
+                for b in range(0, len(order), 64):
+                    bi = order[b:b + 64]
+                    opt.zero_grad()
+                    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(xtr[bi])), torch.from_numpy(ytr[bi]))
+                    loss.backward()
+                    opt.step()
+            delta = {n: (p.detach() - glob[n]).numpy().copy() for n, p in model.named_parameters()}
+            if dense:
+                deltas.append(delta)
+            else:
+                blobs.append(comps[k].compress(delta))
+        if dense:
+            mean = {n: sum(w * d[n] for w, d in zip(weights, deltas)) for n in names}
+            up = [4 * n_params] * len(parts)
+        else:
+            mean, used, errors = fl.accumulate(blobs, weights)
+            assert not errors, errors
+            up = [len(b) for b in blobs]
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(glob[n] + torch.from_numpy(np.asarray(mean[n], np.float32)))
+            correct = 0
+            for b in range(0, len(xte_t), 2000):
+                correct += int((model(xte_t[b:b + 2000]).argmax(1) == yte_t[b:b + 2000]).sum())
+        acc = correct / len(yte_t)
+        down = 4 * n_params
+        hist.append({"round": rnd, "accuracy": acc, "uplink_bytes": int(sum(up)), "downlink_bytes": down * len(parts),
+                     "transfer_s": max(up) / UP_BPS + down / DOWN_BPS})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(acc=f"{acc:.3f}", up=f"{np.mean(up)/1e3:.1f}kB")
+    return {"config": config, "params": n_params, "history": hist}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", choices=["fmnist", "cifar10"], default="fmnist")
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+                    help="mlp: 784-200-10 (159 k parameters); cnn: two conv layers + 64 hidden (0.1 M)")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--local-epochs", type=int, default=1)
+    ap.add_argument("--samples-per-client", type=int, default=0, help="cap per client (0: all)")
+    ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--partitions", nargs="+", default=["iid", "dir0.5"])
+    ap.add_argument("--configs", nargs="+", default=["dense", "0.01:int8", "0.003:int8", "0.01:qsgd"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    data = load_fmnist(args.data) if args.dataset == "fmnist" else load_cifar10(args.data)
+    if args.no_progress:
+        progress = lambda it, **kw: it  # noqa: E731
+    else:
+        from tqdm.auto import tqdm as progress
+    results = []
+    t0 = time.time()
+    for pname in args.partitions:
+        alpha = 0.0 if pname == "iid" else float(pname.removeprefix("dir"))
+        parts = partition(data[1], args.clients, alpha, np.random.default_rng(args.seed))
+        if args.samples_per_client:
+            parts = [p[: args.samples_per_client] for p in parts]
+        args.partition_name = pname
+        for cfg in args.configs:
+            r = run(cfg, data, parts, args, torch, progress)
+            r["partition"] = pname
+            results.append(r)
+            h = r["history"][-1]
+            print(f"  {pname:>6} {cfg:>11}: acc {h['accuracy']:.4f}, uplink/client/round "
+                  f"{h['uplink_bytes'] / args.clients / 1e3:.2f} kB", flush=True)
+
+    machine = describe_machine()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = []
+    for r in results:
+        dense = next(d for d in results if d["partition"] == r["partition"] and d["config"] == "dense") \
+            if any(d["config"] == "dense" and d["partition"] == r["partition"] for d in results) else None
+        hist = r["history"]
+        up = sum(h["uplink_bytes"] for h in hist)
+        row = {"partition": r["partition"], "config": r["config"], "final_accuracy": hist[-1]["accuracy"],
+               "best_accuracy": max(h["accuracy"] for h in hist), "uplink_bytes_total": up,
+               "uplink_bytes_per_client_round": up / len(hist) / args.clients,
+               "transfer_s_total": sum(h["transfer_s"] for h in hist)}
+        if dense is not None:
+            dup = sum(h["uplink_bytes"] for h in dense["history"])
+            row["uplink_reduction_x"] = dup / up
+            row["accuracy_loss_points"] = 100 * (dense["history"][-1]["accuracy"] - hist[-1]["accuracy"])
+        summary.append(row)
+    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items()},
+              "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
+              "summary": summary, "runs": results, "machine": machine, "wall_s": time.time() - t0,
+              "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
+    (out / "fl_fmnist.json").write_text(json.dumps(result, indent=2))
+
+    print(f"\nFederated {args.dataset}: {args.clients} clients, {args.rounds} rounds, "
+          f"{results[0]['params']:,} parameters; {machine_summary(machine)}")
+    print(f"{'partition':>9} {'config':>11} {'final acc':>9} {'loss pts':>8} {'up/client/round':>16} "
+          f"{'reduction':>9} {'transfer':>9}")
+    for s in summary:
+        print(f"{s['partition']:>9} {s['config']:>11} {s['final_accuracy']*100:8.2f}% "
+              f"{s.get('accuracy_loss_points', float('nan')):8.2f} {s['uplink_bytes_per_client_round']/1e3:13.2f} kB "
+              f"{s.get('uplink_reduction_x', float('nan')):8.1f}x {s['transfer_s_total']:8.1f}s")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.partitions), figsize=(5.5 * len(args.partitions), 4), squeeze=False)
+    for ax, pname in zip(axes[0], args.partitions):
+        for r in results:
+            if r["partition"] != pname:
+                continue
+            s = next(x for x in summary if x["partition"] == pname and x["config"] == r["config"])
+            lab = r["config"] if r["config"] == "dense" else \
+                f"{r['config']} ({s.get('uplink_reduction_x', float('nan')):.0f}x fewer up bytes)"
+            ax.plot([h["round"] for h in r["history"]], [100 * h["accuracy"] for h in r["history"]], label=lab)
+        ax.set_title(f"{args.dataset}, {pname}, {args.clients} clients")
+        ax.set_xlabel("round")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "fl_fmnist.png", dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

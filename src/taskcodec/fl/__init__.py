@@ -1,0 +1,47 @@
+"""Federated-learning update compression.
+
+Top-k sparsification with error feedback, quantized values and entropy-coded indices, in a
+checksummed frame of kind "sparse update" (docs/format.md section 21)::
+
+    import taskcodec as tc
+    comp = tc.fl.TopKCompressor(ratio=0.01, values="int8")
+    blob = comp.compress({"w": delta_w, "b": delta_b})     # bytes to upload
+    dense = comp.decompress(blob)                          # {"w": ..., "b": ...} float32
+
+Importing this package needs only numpy. :mod:`taskcodec.fl.flower` (Flower client mod and
+server strategy wrapper) imports ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
+imports ``torch``; both load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from taskcodec.fl.compressor import (
+    VALUE_CODINGS,
+    TopKCompressor,
+    accumulate,
+    decompress,
+    read_update,
+    topk_count,
+    topk_select,
+)
+
+__all__ = [
+    "TopKCompressor",
+    "VALUE_CODINGS",
+    "accumulate",
+    "decompress",
+    "read_update",
+    "topk_count",
+    "topk_select",
+    "flower",
+    "ddp",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("flower", "ddp"):
+        return importlib.import_module(f"taskcodec.fl.{name}")
+    raise AttributeError(f"module 'taskcodec.fl' has no attribute {name!r}")
