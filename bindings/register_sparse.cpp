@@ -63,6 +63,26 @@ py::tuple compress_tensor_py(const py::object& update, const py::object& residua
   return py::make_tuple(py::bytes(reinterpret_cast<const char*>(rec.data()), rec.size()), idx);
 }
 
+// A record from a selection made elsewhere (the GPU path): (record, dequantized values).
+py::tuple encode_selected_py(const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& idx,
+                             const py::object& values, uint64_t n, int coding, uint32_t block_log2,
+                             uint32_t levels, uint64_t seed, uint64_t stream) {
+  F32 v = f32_view(values, "values", false);
+  if (static_cast<uint64_t>(idx.size()) != static_cast<uint64_t>(v.size())) {
+    throw CoreError(Status::kInvalidArgument, "one value per selected index");
+  }
+  const ValueParams p = value_params(coding, block_log2, levels, seed);
+  std::vector<uint8_t> rec;
+  py::array_t<float> deq(v.size());
+  float* dp = deq.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    check(encode_selected(idx.data(), v.data(), static_cast<size_t>(n), static_cast<size_t>(v.size()), p, stream,
+                          &rec, dp));
+  }
+  return py::make_tuple(py::bytes(reinterpret_cast<const char*>(rec.data()), rec.size()), deq);
+}
+
 py::bytes write_frame_py(const py::list& records, const py::bytes& meta, bool checksum) {
   std::vector<std::vector<uint8_t>> recs;
   recs.reserve(records.size());
@@ -208,6 +228,8 @@ void register_sparse(py::module_& m) {
   m.def("sparse_compress_tensor", &compress_tensor_py, py::arg("update"), py::arg("residual"), py::arg("k"),
         py::arg("coding"), py::arg("block_log2"), py::arg("levels"), py::arg("seed"), py::arg("stream"),
         py::arg("threads") = 0);
+  m.def("sparse_encode_selected", &encode_selected_py, py::arg("indices"), py::arg("values"), py::arg("n"),
+        py::arg("coding"), py::arg("block_log2"), py::arg("levels"), py::arg("seed"), py::arg("stream"));
   m.def("sparse_write_frame", &write_frame_py, py::arg("records"), py::arg("meta"), py::arg("checksum"));
   m.def("sparse_read", &read_py, py::arg("blob"), py::arg("max_tensors"), py::arg("max_elements"));
   m.def("sparse_decode", &decode_py, py::arg("blob"), py::arg("max_tensors"), py::arg("max_elements"));

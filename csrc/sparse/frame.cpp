@@ -22,35 +22,27 @@ Error corrupt(std::string m) { return {Status::kCorruptStream, std::move(m)}; }
 
 }  // namespace
 
-Error compress_tensor(const float* update, float* residual, size_t n, size_t k, const ValueParams& p,
-                      uint64_t stream, std::vector<uint8_t>* out, uint32_t* sent_idx, float* sent_val,
-                      int threads) {
+Error encode_selected(const uint32_t* idx, const float* val, size_t n, size_t k, const ValueParams& p,
+                      uint64_t stream, std::vector<uint8_t>* out, float* dequant) {
   if (Error e = check_value_params(p)) return e;
   if (n >= (1ull << 31)) return invalid("a tensor of a sparse update holds fewer than 2^31 elements");
   if (k > n || (n > 0 && k == 0)) {
     return invalid("k = " + std::to_string(k) + " must be in 1.." + std::to_string(n));
   }
-  const float* x = update;
-  if (residual) {
-    if (Error e = ef_accumulate(update, residual, n, threads)) return e;
-    x = residual;
+  for (size_t j = 0; j < k; ++j) {
+    if (idx[j] >= n || (j > 0 && idx[j] <= idx[j - 1])) {
+      return invalid("selected indices must be ascending and below " + std::to_string(n));
+    }
   }
-  std::vector<uint32_t> idx(k);
-  if (Error e = topk_select(x, n, k, idx.data(), threads)) return e;
-  std::vector<float> val(k), deq(k);
-  for (size_t j = 0; j < k; ++j) val[j] = x[idx[j]];
+  std::vector<float> deq(k);
   const uint64_t vbytes = value_bytes(p, k);
   std::vector<uint8_t> values(static_cast<size_t>(vbytes));
-  if (Error e = encode_values(val.data(), k, p, stream, values.data(), values.size(), deq.data())) return e;
+  if (Error e = encode_values(val, k, p, stream, values.data(), values.size(), deq.data())) return e;
   IndexCoding coding = IndexCoding::kBitmap;
   std::vector<uint8_t> index;
-  if (Error e = encode_index(idx.data(), k, n, &coding, &index)) return e;
+  if (Error e = encode_index(idx, k, n, &coding, &index)) return e;
   if (index.size() > UINT32_MAX || values.size() > UINT32_MAX) return invalid("record larger than 4 GiB");
-  if (residual) {
-    for (size_t j = 0; j < k; ++j) residual[idx[j]] = x[idx[j]] - deq[j];
-  }
-  if (sent_idx && k) std::memcpy(sent_idx, idx.data(), 4 * k);
-  if (sent_val && k) std::memcpy(sent_val, deq.data(), 4 * k);
+  if (dequant && k) std::memcpy(dequant, deq.data(), 4 * k);
 
   std::vector<uint8_t>& o = *out;
   const size_t body = index.size() + values.size();
@@ -70,6 +62,32 @@ Error compress_tensor(const float* update, float* residual, size_t n, size_t k, 
   o.insert(o.end(), index.begin(), index.end());
   o.insert(o.end(), values.begin(), values.end());
   if (pad) o.push_back(0);
+  return {};
+}
+
+Error compress_tensor(const float* update, float* residual, size_t n, size_t k, const ValueParams& p,
+                      uint64_t stream, std::vector<uint8_t>* out, uint32_t* sent_idx, float* sent_val,
+                      int threads) {
+  if (Error e = check_value_params(p)) return e;
+  if (n >= (1ull << 31)) return invalid("a tensor of a sparse update holds fewer than 2^31 elements");
+  if (k > n || (n > 0 && k == 0)) {
+    return invalid("k = " + std::to_string(k) + " must be in 1.." + std::to_string(n));
+  }
+  const float* x = update;
+  if (residual) {
+    if (Error e = ef_accumulate(update, residual, n, threads)) return e;
+    x = residual;
+  }
+  std::vector<uint32_t> idx(k);
+  if (Error e = topk_select(x, n, k, idx.data(), threads)) return e;
+  std::vector<float> val(k), deq(k);
+  for (size_t j = 0; j < k; ++j) val[j] = x[idx[j]];
+  if (Error e = encode_selected(idx.data(), val.data(), n, k, p, stream, out, deq.data())) return e;
+  if (residual) {
+    for (size_t j = 0; j < k; ++j) residual[idx[j]] = x[idx[j]] - deq[j];
+  }
+  if (sent_idx && k) std::memcpy(sent_idx, idx.data(), 4 * k);
+  if (sent_val && k) std::memcpy(sent_val, deq.data(), 4 * k);
   return {};
 }
 

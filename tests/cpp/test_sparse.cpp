@@ -251,6 +251,44 @@ std::vector<uint8_t> sample_frame(uint64_t seed) {
   return frame;
 }
 
+// A selection made elsewhere (the GPU path) codes to the same record as compress_tensor, and
+// encode_selected rejects selections that are not ascending or in range.
+TEST(Sparse, EncodeSelectedMatchesCompressTensor) {
+  Rng rng(21);
+  const ValueCoding codings[] = {ValueCoding::kFloat32, ValueCoding::kFloat16, ValueCoding::kInt8,
+                                 ValueCoding::kSign, ValueCoding::kQsgd};
+  for (ValueCoding c : codings) {
+    ValueParams p;
+    p.coding = c;
+    p.seed = 77;
+    const size_t n = 5000, k = 123;
+    auto u = random_update(rng, n, false);
+    std::vector<float> residual(n, 0.25f), acc(residual);
+    for (size_t i = 0; i < n; ++i) acc[i] += u[i];
+    std::vector<uint8_t> want;
+    std::vector<uint32_t> idx(k);
+    std::vector<float> deq(k);
+    TC_ASSERT_OK(compress_tensor(u.data(), residual.data(), n, k, p, 9, &want, idx.data(), deq.data()));
+    std::vector<uint32_t> sel(k);
+    TC_ASSERT_OK(topk_select(acc.data(), n, k, sel.data()));
+    ASSERT_EQ(sel, idx);
+    std::vector<float> val(k), deq2(k);
+    for (size_t j = 0; j < k; ++j) val[j] = acc[sel[j]];
+    std::vector<uint8_t> got;
+    TC_ASSERT_OK(encode_selected(sel.data(), val.data(), n, k, p, 9, &got, deq2.data()));
+    ASSERT_EQ(got, want) << value_coding_name(c);
+    ASSERT_EQ(deq2, deq);
+  }
+  std::vector<uint32_t> bad = {3, 2};
+  std::vector<float> v = {1.0f, 2.0f};
+  std::vector<uint8_t> out;
+  EXPECT_EQ(encode_selected(bad.data(), v.data(), 10, 2, ValueParams{}, 0, &out, nullptr).status,
+            Status::kInvalidArgument);
+  bad = {3, 10};
+  EXPECT_EQ(encode_selected(bad.data(), v.data(), 10, 2, ValueParams{}, 0, &out, nullptr).status,
+            Status::kInvalidArgument);
+}
+
 TEST(Sparse, FrameRoundTripAndAccumulate) {
   auto frame = sample_frame(4);
   FrameHeader h;

@@ -119,6 +119,14 @@ Error compress_tensor(const float* update, float* residual, size_t n, size_t k,
                       const ValueParams& p, uint64_t stream, std::vector<uint8_t>* out,
                       uint32_t* sent_idx = nullptr, float* sent_val = nullptr, int threads = 0);
 
+// The coding half of compress_tensor, for a selection made elsewhere (the GPU's top-k):
+// codes the values val[0..k) at the ascending indices idx[0..k) of a tensor of n elements
+// into a record appended to *out, and writes the decoder's values into dequant (nullable),
+// which the caller subtracts from its residual. Same bytes as compress_tensor for the same
+// selection.
+Error encode_selected(const uint32_t* idx, const float* val, size_t n, size_t k, const ValueParams& p,
+                      uint64_t stream, std::vector<uint8_t>* out, float* dequant);
+
 // Writes a kind-2 frame around records (each as written by compress_tensor).
 Error write_sparse_frame(const std::vector<std::vector<uint8_t>>& records, const uint8_t* meta,
                          size_t meta_len, bool checksum, std::vector<uint8_t>* out);

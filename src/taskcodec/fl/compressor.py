@@ -74,6 +74,49 @@ def _flatten(update: Update) -> Tuple[str, List[str], List[np.ndarray]]:
     )
 
 
+def _flatten_raw(update: Update) -> Tuple[str, List[str], List[Any]]:
+    """(kind, names, tensors) as given (no copies, no host transfer)."""
+    if _is_array_record(update):
+        names = list(update.keys())
+        return "arrayrecord", names, [update[n] for n in names]
+    if isinstance(update, Mapping):
+        return "dict", [str(n) for n in update.keys()], list(update.values())
+    return "tensor", [""], [update]
+
+
+def _device_update(update: Update) -> bool:
+    """True when the update's tensors live on a CUDA device and this build can code them there."""
+    from taskcodec.codec import cuda as tcc
+
+    if _is_array_record(update) or not (isinstance(update, Mapping) or _is_torch(update)
+                                        or tcc.is_device_array(update)):
+        return False
+    tensors = list(update.values()) if isinstance(update, Mapping) else [update]
+    on_device = [tcc.is_device_array(t) for t in tensors]
+    return bool(tensors) and all(on_device) and tcc.available()
+
+
+def _host_array(x: Any) -> Any:
+    """A state array in host memory (residuals may live on a device after GPU rounds)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    return x.detach().cpu().numpy()
+
+
+def _device_array(x: Any, like: Any, torch: Any) -> Any:
+    """A float32 state tensor on like's device with like's size (zeros when absent or resized)."""
+    if x is None or (x.size if isinstance(x, np.ndarray) else x.numel()) != like.numel():
+        return torch.zeros(like.numel(), dtype=torch.float32, device=like.device)
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32).reshape(-1)).to(like.device)
+    return x.to(device=like.device, dtype=torch.float32).reshape(-1).contiguous()
+
+
+def _numpy_dtype_name(dtype: Any) -> str:
+    name = str(dtype).replace("torch.", "")
+    return "float32" if name == "bfloat16" else name  # as the CPU path, which casts bfloat16 up
+
+
 def _f32_flat(a: np.ndarray, name: str) -> np.ndarray:
     if a.dtype.kind not in "fiub":
         raise TaskcodecError(f"tensor {name!r} has dtype {a.dtype}; only numeric tensors are compressed")
@@ -165,7 +208,16 @@ class TopKCompressor:
 
     def compress(self, update: Update) -> bytes:
         """Codes an update (tensor, mapping of named tensors, or Flower ArrayRecord) into a
-        sparse-update frame. With error feedback, what is not sent stays in the residuals."""
+        sparse-update frame. With error feedback, what is not sent stays in the residuals.
+
+        Tensors on a CUDA device (torch, or any DLPack array) are selected there, with their
+        residuals kept on the device, when this build has the CUDA kernels: only the k sent
+        values and indices come to the host to be coded, and the frame is the one the CPU
+        path writes for the same update (with ``clip_norm``, the norm is summed in another
+        order on the GPU and the scale can differ in its last bit).
+        """
+        if _device_update(update):
+            return self._compress_device(update)
         kind, names, arrays = _flatten(update)
         if len(set(names)) != len(names):
             raise TaskcodecError("tensor names must be unique")
@@ -184,15 +236,17 @@ class TopKCompressor:
             residual = None
             src = flat
             if self.error_feedback:
-                residual = self.residuals.get(name)
+                residual = _host_array(self.residuals.get(name))
+                if residual is not None:
+                    self.residuals[name] = residual
                 if residual is None or residual.size != flat.size:
                     residual = np.zeros(flat.size, np.float32)
                     self.residuals[name] = residual
                 if self.momentum is not None:
-                    vel = self.velocities.get(name)
+                    vel = _host_array(self.velocities.get(name))
                     if vel is None or vel.size != flat.size:
                         vel = np.zeros(flat.size, np.float32)
-                        self.velocities[name] = vel
+                    self.velocities[name] = vel
                     vel *= np.float32(self.momentum)
                     vel += flat
                     src = vel
@@ -210,6 +264,62 @@ class TopKCompressor:
             "names": names,
             "shapes": [list(a.shape) for a in arrays],
             "dtypes": [str(a.dtype) for a in arrays],
+        }
+        self.round += 1
+        return _core.sparse_write_frame(records, json.dumps(meta, separators=(",", ":")).encode(), self.checksum)
+
+    def _compress_device(self, update: Update) -> bytes:
+        from taskcodec.codec import cuda as tcc
+
+        torch = tcc._require()
+        kind, names, tensors = _flatten_raw(update)
+        tensors = [tcc._as_torch(t, torch) for t in tensors]
+        if len(set(names)) != len(names):
+            raise TaskcodecError("tensor names must be unique")
+        for n, t in zip(names, tensors):
+            if t.dtype.is_complex or t.dtype == torch.bool:
+                raise TaskcodecError(f"tensor {n!r} has dtype {t.dtype}; only numeric tensors are compressed")
+        flats = [t.detach().reshape(-1).to(torch.float32).contiguous() for t in tensors]
+        if self.clip_norm is not None:
+            norm = math.sqrt(sum(float(torch.dot(f.double(), f.double())) for f in flats))
+            if norm > self.clip_norm:
+                s = float(np.float32(self.clip_norm / norm))
+                flats = [f * s for f in flats]
+        ratio = self.current_ratio()
+        coding = VALUE_CODINGS[self.values]
+        block_log2 = self.block_size.bit_length() - 1
+        records = []
+        for t, (name, flat) in enumerate(zip(names, flats)):
+            dev = flat.device
+            k = topk_count(flat.numel(), ratio)
+            src = flat
+            residual = None
+            if self.error_feedback:
+                residual = _device_array(self.residuals.get(name), flat, torch)
+                self.residuals[name] = residual
+                if self.momentum is not None:
+                    vel = _device_array(self.velocities.get(name), flat, torch)
+                    vel.mul_(float(np.float32(self.momentum)))
+                    vel.add_(flat)
+                    self.velocities[name] = vel
+                    src = vel
+            idx, val = tcc.topk(src, k, residual=residual)
+            stream = (self.round << 20) + t
+            rec, deq = _core.sparse_encode_selected(
+                idx.cpu().numpy().view(np.uint32), val.cpu().numpy(), flat.numel(), coding, block_log2,
+                self.levels, self.seed, stream,
+            )
+            if residual is not None and k:
+                tcc.residual_subtract(residual, idx, torch.from_numpy(deq).to(dev))
+            if self.momentum is not None and k:
+                self.velocities[name][idx.long()] = 0.0  # momentum factor masking
+            records.append(rec)
+        meta = {
+            "v": _META_VERSION,
+            "kind": kind,
+            "names": names,
+            "shapes": [list(t.shape) for t in tensors],
+            "dtypes": [_numpy_dtype_name(t.dtype) for t in tensors],
         }
         self.round += 1
         return _core.sparse_write_frame(records, json.dumps(meta, separators=(",", ":")).encode(), self.checksum)
@@ -234,8 +344,8 @@ class TopKCompressor:
         """Per-client state: residuals, velocities (numpy arrays) and the round counter."""
         return {
             "round": self.round,
-            "residuals": {k: v.copy() for k, v in self.residuals.items()},
-            "velocities": {k: v.copy() for k, v in self.velocities.items()},
+            "residuals": {k: _host_array(v).copy() for k, v in self.residuals.items()},
+            "velocities": {k: _host_array(v).copy() for k, v in self.velocities.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -252,8 +362,8 @@ class TopKCompressor:
 
     def save(self, path: str) -> None:
         """Writes the state to an ``.npz`` file (no pickle)."""
-        arrays = {f"r/{k}": v for k, v in self.residuals.items()}
-        arrays.update({f"u/{k}": v for k, v in self.velocities.items()})
+        arrays = {f"r/{k}": _host_array(v) for k, v in self.residuals.items()}
+        arrays.update({f"u/{k}": _host_array(v) for k, v in self.velocities.items()})
         np.savez(path, __round__=np.array(self.round, np.int64), **arrays)
 
     def load(self, path: str) -> None:
