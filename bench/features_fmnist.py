@@ -121,7 +121,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--data", type=Path, default=None, help="Fashion-MNIST folder (IDX files)")
     ap.add_argument("--epochs", type=int, default=3, help="CNN training epochs")
-    ap.add_argument("--bn-epochs", type=int, default=1, help="TaskBottleneck epochs per λ")
+    ap.add_argument("--bn-epochs", type=int, default=3, help="TaskBottleneck epochs per λ")
     ap.add_argument("--bn-channels", type=int, default=8)
     ap.add_argument("--lams", type=float, nargs="*", default=[0.0003, 0.001, 0.003])
     ap.add_argument("--rates", type=float, nargs="*", default=[0.15, 0.25, 0.4, 0.6, 1.0, 1.5])
