@@ -5,8 +5,9 @@ A ``compressai.models.ScaleHyperprior`` (the bmshj2018 hyperprior, N=128, M=192:
 configuration of its higher qualities) with random weights (speed does not depend on training;
 ``net.update()`` builds the tables from the untrained densities) codes a real photo
 (scikit-image's astronaut, 3x512x512, and rocket, 3x427x640 cropped to multiples of 64).
-The latents ``y`` (GaussianConditional, 192 channels) and ``z`` (EntropyBottleneck) are
-computed once; the timings are the entropy models' own ``compress`` / ``decompress`` (quantize,
+``z`` (EntropyBottleneck) is the model's; ``y`` (GaussianConditional, 192 channels) has the
+model's shape but Gaussian values with known scales (log-uniform 0.5 .. 8: an untrained
+model's own ``y`` is almost all zeros and codes to a few bytes). The timings are the entropy models' own ``compress`` / ``decompress`` (quantize,
 index, code, dequantize) with CompressAI's default coder and then after
 ``tc.nn.use_taskcodec(net)``, median of ``--repeats`` runs, plus the whole
 ``net.compress`` / ``net.decompress``. The decoded ``x_hat`` must be identical both ways.
@@ -65,8 +66,14 @@ def run_case(name: str, repeats: int) -> Dict[str, Any]:
         y = net.g_a(x)
         z = net.h_a(torch.abs(y))
         z_hat = net.entropy_bottleneck.quantize(z, "dequantize", net.entropy_bottleneck._get_medians().view(1, -1, 1, 1))
-        scales = net.h_s(z_hat)
+        # An untrained hyperprior predicts tiny scales and its y is nearly all zeros (a few
+        # bytes): code a y of the same shape with Gaussian latents of known, realistic scales
+        # (log-uniform 0.5 .. 8, about 2-5 bits/symbol) so the coders do real work.
+        g = torch.Generator().manual_seed(0)
+        scales = torch.exp(torch.empty(y.shape).uniform_(np.log(0.5), np.log(8.0), generator=g))
+        y = torch.randn(y.shape, generator=g) * scales
         indexes = net.gaussian_conditional.build_indexes(scales)
+        del z_hat
         gc, eb = net.gaussian_conditional, net.entropy_bottleneck
         res: Dict[str, Any] = {"image": name, "shape": list(x.shape), "y_symbols": y.numel(), "z_symbols": z.numel()}
         outs = {}

@@ -74,10 +74,11 @@ def test_training_lowers_bits_and_keeps_accuracy(fmnist_setup, tmp_path):
     hist = tc.nn.train_bottleneck(bn, tail_l, lambda: _batches(f_tr, y_tr, next(epochs)), lam=0.001,
                                   epochs=6, checkpoint=tmp_path / "bn.pt", progress=False)
     after = tc.nn.evaluate_bottleneck(bn, tail_l, _batches(f_te, y_te), per_sample_frames=False)
-    # Measured (this seed, 6 epochs of 40 steps): training bits/sample per epoch 2564, 872, 569,
-    # 457, 404, 365; real frame bytes/sample (frames of 100) 524.4 before -> 33.7 after;
-    # accuracy 0.095 (untrained decoder) -> 0.769 against 0.823 for the uncompressed tail.
-    # Bounds with margin:
+    # Measured (this seed, 6 epochs of 40 steps; the float results move slightly with torch's
+    # thread count, 1 / 2 threads): training bits/sample per epoch 2564, 872, 569, 457,
+    # 404 / 403, 365 / 368; real frame bytes/sample (frames of 100) 524.4 before -> 33.7 / 35.6
+    # after; accuracy 0.095 (untrained decoder) -> 0.769 / 0.792 against 0.823 for the
+    # uncompressed tail. Bounds with margin:
     assert hist[-1]["bits"] < 0.25 * hist[0]["bits"]
     assert after["bytes_per_sample"] < 0.12 * before["bytes_per_sample"]
     assert after["accuracy"] > base_acc - 0.10
