@@ -258,13 +258,13 @@ class TopKCompressor:
             if self.momentum is not None:
                 self.velocities[name][sent] = 0.0  # momentum factor masking
             records.append(rec)
-        meta = {
-            "v": _META_VERSION,
-            "kind": kind,
-            "names": names,
-            "shapes": [list(a.shape) for a in arrays],
-            "dtypes": [str(a.dtype) for a in arrays],
-        }
+        return self._frame(records, kind, names, [list(a.shape) for a in arrays],
+                           [str(a.dtype) for a in arrays])
+
+    def _frame(self, records: List[bytes], kind: str, names: List[str], shapes: List[List[int]],
+               dtypes: List[str]) -> bytes:
+        """The frame around a round's records (the metadata restores names, shapes, dtypes)."""
+        meta = {"v": _META_VERSION, "kind": kind, "names": names, "shapes": shapes, "dtypes": dtypes}
         self.round += 1
         return _core.sparse_write_frame(records, json.dumps(meta, separators=(",", ":")).encode(), self.checksum)
 
@@ -314,15 +314,8 @@ class TopKCompressor:
             if self.momentum is not None and k:
                 self.velocities[name][idx.long()] = 0.0  # momentum factor masking
             records.append(rec)
-        meta = {
-            "v": _META_VERSION,
-            "kind": kind,
-            "names": names,
-            "shapes": [list(t.shape) for t in tensors],
-            "dtypes": [_numpy_dtype_name(t.dtype) for t in tensors],
-        }
-        self.round += 1
-        return _core.sparse_write_frame(records, json.dumps(meta, separators=(",", ":")).encode(), self.checksum)
+        return self._frame(records, kind, names, [list(t.shape) for t in tensors],
+                           [_numpy_dtype_name(t.dtype) for t in tensors])
 
     # ---- decompress -------------------------------------------------------------------
 
