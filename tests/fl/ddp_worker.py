@@ -15,7 +15,9 @@ def main(rank: int, port: int, mode: str, out: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # A file store, not the TCP store: with TCP, rank 0 hosts the store and may exit while rank 1
+    # still tears down, which aborts rank 1 ("terminate called without an active exception").
+    dist.init_process_group("gloo", init_method=f"file://{out}.store", rank=rank, world_size=2)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
     ddp = DDP(model)
@@ -49,6 +51,7 @@ def main(rank: int, port: int, mode: str, out: str) -> None:
         with open(out, "w") as f:
             json.dump({"final_loss": full, "first": losses[0], "ranks_equal": bool(torch.equal(*gathered)),
                        "bytes_sent": state.bytes_sent if state else None, "iters": state.iter if state else None}, f)
+    dist.barrier()  # both ranks are done with every collective before either tears down
     dist.destroy_process_group()
 
 

@@ -27,12 +27,20 @@ def _run(mode: str, tmp_path) -> dict:
     procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "ddp_worker.py"), str(r), str(port), mode, str(out)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     errs = []
-    for p in procs:
-        try:
-            _, err = p.communicate(timeout=120)
-        finally:
-            p.kill()
-        errs.append(err)
+    try:
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            errs.append(err)
+    finally:
+        for p in procs:  # never leave a rank (or its pipes) behind for the next test
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, err in zip(procs, errs):
         assert p.returncode == 0, err[-3000:]
     return json.loads(out.read_text())
 
