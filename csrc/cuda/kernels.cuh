@@ -92,16 +92,16 @@ __device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {
 
 // Which chunk a thread's warp codes, and how its threads map to lanes.
 struct WarpLanes {
-  uint32_t w;       // chunk (job) of this warp
   uint32_t tid;     // thread in the warp
   uint32_t active;  // threads with a lane: min(lanes, 32)
   uint32_t sub;     // lane states per thread: lanes / 32, at least 1
   unsigned amask;   // the active threads
 };
 
+__device__ __forceinline__ uint32_t warp_index() { return blockIdx.x * kWarpsPerBlock + threadIdx.x / 32; }
+
 __device__ __forceinline__ WarpLanes warp_lanes(uint32_t lanes) {
   WarpLanes g;
-  g.w = blockIdx.x * kWarpsPerBlock + threadIdx.x / 32;
   g.tid = threadIdx.x & 31;
   g.active = lanes < 32 ? lanes : 32;
   g.sub = lanes > 32 ? lanes / 32 : 1;
@@ -113,11 +113,12 @@ __device__ __forceinline__ WarpLanes warp_lanes(uint32_t lanes) {
 
 __global__ void decode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num_jobs,
                               uint32_t* status) {
-  if (blockIdx.x * kWarpsPerBlock + threadIdx.x / 32 >= num_jobs) return;
-  const ChunkJob job = jobs[blockIdx.x * kWarpsPerBlock + threadIdx.x / 32];
+  const uint32_t w = warp_index();
+  if (w >= num_jobs) return;
+  const ChunkJob job = jobs[w];
   const uint32_t lanes = job.lanes;
   const WarpLanes g0 = warp_lanes(lanes);
-  const uint32_t w = g0.w, tid = g0.tid, active = g0.active, sub = g0.sub;
+  const uint32_t tid = g0.tid, active = g0.active, sub = g0.sub;
   if (tid >= active) return;
   const unsigned amask = g0.amask;
   const unsigned lt_mask = (1u << tid) - 1u;
@@ -264,11 +265,12 @@ __device__ __forceinline__ void push_uniform(uint32_t& x, uint32_t value, uint32
 template <class T>
 __global__ void encode_chunks(DevTableView t, const ChunkJob* jobs, uint32_t num_jobs,
                               uint16_t* scratch, uint64_t* first_word, uint32_t* status) {
-  if (blockIdx.x * kWarpsPerBlock + threadIdx.x / 32 >= num_jobs) return;
-  const ChunkJob job = jobs[blockIdx.x * kWarpsPerBlock + threadIdx.x / 32];
+  const uint32_t w = warp_index();
+  if (w >= num_jobs) return;
+  const ChunkJob job = jobs[w];
   const uint32_t lanes = job.lanes;
   const WarpLanes g0 = warp_lanes(lanes);
-  const uint32_t w = g0.w, tid = g0.tid, active = g0.active, sub = g0.sub;
+  const uint32_t tid = g0.tid, active = g0.active, sub = g0.sub;
   if (tid >= active) return;
   const unsigned amask = g0.amask;
   const unsigned gt_mask = tid == 31 ? 0u : ~((2u << tid) - 1u);

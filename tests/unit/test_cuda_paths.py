@@ -25,8 +25,15 @@ class FakeDeviceArray:
 
 
 def test_has_cuda_agrees_with_the_build_and_the_driver():
-    assert tc.has_cuda() == (bool(_core.has_cuda) and bool(_core.cuda_available()))
+    import os
+
     assert isinstance(_core.cuda_available(), bool)
+    if not os.path.exists("/dev/nvidiactl"):  # no NVIDIA driver on this machine
+        # a CUDA build must still import and say no, rather than fail or claim a device
+        assert _core.cuda_available() is False
+        assert tc.has_cuda() is False
+    if not _core.has_cuda:
+        assert tc.has_cuda() is False
 
 
 def test_device_array_detection_does_not_take_numpy_or_cpu_objects():
