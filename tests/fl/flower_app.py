@@ -75,14 +75,26 @@ def make_client_app(**compressor_args) -> ClientApp:
     return app
 
 
-def make_server_app(compressed: bool) -> ServerApp:
+def summarize(strategy, losses) -> dict:
+    summary = {"losses": list(losses)}
+    if isinstance(strategy, CompressedStrategy):
+        summary["dropped"] = {str(r): d for r, d in strategy.dropped.items()}
+        summary["uplink_bytes"] = {str(r): b for r, b in strategy.uplink_bytes.items()}
+    return summary
+
+
+def make_server_app(compressed: bool, nodes: int = 10, rounds: int = ROUNDS) -> ServerApp:
+    """Waits for ``nodes`` SuperNodes (partitions 0..nodes-1), runs ``rounds`` rounds of FedAvg.
+
+    With a run-config value ``out`` (deployment), the summary is written there as JSON.
+    """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=10)
+        inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=nodes)
         strategy = CompressedStrategy(inner) if compressed else inner
-        xs, ys = zip(*(client_data(p) for p in range(10)))
+        xs, ys = zip(*(client_data(p) for p in range(nodes)))
         x, y = np.concatenate(xs), np.concatenate(ys)
         losses = []
 
@@ -92,9 +104,15 @@ def make_server_app(compressed: bool) -> ServerApp:
 
         init = ArrayRecord({"w": Array(np.zeros((DIM_IN, DIM_OUT), np.float32)),
                             "b": Array(np.zeros(DIM_OUT, np.float32))})
-        strategy.start(grid=grid, initial_arrays=init, num_rounds=ROUNDS, evaluate_fn=evaluate, timeout=120)
+        strategy.start(grid=grid, initial_arrays=init, num_rounds=rounds, evaluate_fn=evaluate, timeout=120)
         RESULTS["losses"] = losses
         RESULTS["strategy"] = strategy
+        out = context.run_config.get("out")
+        if out:
+            import json
+
+            with open(str(out), "w") as f:
+                json.dump(summarize(strategy, losses), f)
 
     return app
 
@@ -113,11 +131,7 @@ def simulate(compressed: bool, out_path: str, **compressor_args) -> None:
         backend_config={"client_resources": {"num_cpus": 1},
                         "init_args": {"num_cpus": 2, "include_dashboard": False}},
     )
-    strategy = RESULTS.get("strategy")
-    summary = {"losses": RESULTS.get("losses", [])}
-    if isinstance(strategy, CompressedStrategy):
-        summary["dropped"] = {str(r): d for r, d in strategy.dropped.items()}
-        summary["uplink_bytes"] = {str(r): b for r, b in strategy.uplink_bytes.items()}
+    summary = summarize(RESULTS.get("strategy"), RESULTS.get("losses", []))
     with open(out_path, "w") as f:
         json.dump(summary, f)
 
