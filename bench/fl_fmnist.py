@@ -21,6 +21,9 @@ Data: Fashion-MNIST IDX files from ``--data`` (default: the Debian package's fol
 ``/usr/share/datasets/fashion-mnist``; torchvision's ``<root>/FashionMNIST/raw`` works too).
 ``--dataset cifar10 --data <root>`` runs CIFAR-10 through torchvision where a user has it.
 
+A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M]`` (e.g. ``0.01:int8``,
+``0.02:sign:warmup=4``).
+
 Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--out DIR]
 """
 
@@ -99,6 +102,26 @@ def make_model(channels: int, torch, kind: str = "mlp"):
         nn.Flatten(), nn.LazyLinear(64), nn.ReLU(), nn.Linear(64, 10))
 
 
+def compressor_args(config: str) -> Dict:
+    """``ratio:values[:warmup=N][:momentum=M]`` -> TopKCompressor arguments.
+
+    ``warmup=N``: Deep Gradient Compression's warm-up, N rounds whose ratios fall
+    geometrically from 25 % towards ``ratio``; ``momentum=M``: momentum correction.
+    """
+    ratio, values, *opts = config.split(":")
+    out: Dict = {"ratio": float(ratio), "values": values}
+    for opt in opts:
+        key, _, val = opt.partition("=")
+        if key == "warmup":
+            n = int(val)
+            out["warmup_ratios"] = tuple(out["ratio"] * (0.25 / out["ratio"]) ** ((n - i) / n) for i in range(n))
+        elif key == "momentum":
+            out["momentum"] = float(val)
+        else:
+            raise SystemExit(f"unknown option {opt!r} in config {config!r}")
+    return out
+
+
 def run(config: str, data, parts, args, torch, progress) -> Dict:
     from taskcodec import fl
 
@@ -111,8 +134,7 @@ def run(config: str, data, parts, args, torch, progress) -> Dict:
     dense = config == "dense"
     comps = []
     if not dense:
-        ratio, values = config.split(":")
-        comps = [fl.TopKCompressor(float(ratio), values, seed=k) for k in range(len(parts))]
+        comps = [fl.TopKCompressor(**compressor_args(config), seed=k) for k in range(len(parts))]
     xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
     sizes = np.array([len(p) for p in parts], np.float64)
     weights = sizes / sizes.sum()

@@ -147,8 +147,8 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
 
     procs = []
     try:
-        # In-memory link state (no --database): the SQLite state of this Flower release
-        # fails under concurrent SuperNode requests ("cannot commit - no transaction is active").
+        # In-memory link state (no --database): with a SQLite file, flwr 1.42 once failed under
+        # concurrent SuperNode requests ("cannot commit - no transaction is active").
         procs.append(start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1",
                            "--port", str(link_port), "--disable-runtime-dependency-installation"))
         _wait_port(link_port, procs[0], timeout=60)
