@@ -198,6 +198,9 @@ def main(argv=None) -> int:
     ap.add_argument("--partitions", nargs="+", default=["iid", "dir0.5"])
     ap.add_argument("--configs", nargs="+", default=["dense", "0.01:int8", "0.003:int8", "0.01:qsgd"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+",
+                    help="several seeds (instead of --seed): every run repeats per seed; the table gives "
+                         "the mean over seeds and the worst seed's accuracy loss")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -213,30 +216,36 @@ def main(argv=None) -> int:
         from tqdm.auto import tqdm as progress
     results = []
     t0 = time.time()
-    for pname in args.partitions:
-        alpha = 0.0 if pname == "iid" else float(pname.removeprefix("dir"))
-        parts = partition(data[1], args.clients, alpha, np.random.default_rng(args.seed))
-        if args.samples_per_client:
-            parts = [p[: args.samples_per_client] for p in parts]
-        args.partition_name = pname
-        for cfg in args.configs:
-            r = run(cfg, data, parts, args, torch, progress)
-            r["partition"] = pname
-            results.append(r)
-            h = r["history"][-1]
-            print(f"  {pname:>6} {cfg:>11}: acc {h['accuracy']:.4f}, uplink/client/round "
-                  f"{h['uplink_bytes'] / args.clients / 1e3:.2f} kB", flush=True)
+    seeds = args.seeds or [args.seed]
+    for seed in seeds:
+        args.seed = seed
+        for pname in args.partitions:
+            alpha = 0.0 if pname == "iid" else float(pname.removeprefix("dir"))
+            parts = partition(data[1], args.clients, alpha, np.random.default_rng(seed))
+            if args.samples_per_client:
+                parts = [p[: args.samples_per_client] for p in parts]
+            args.partition_name = pname
+            for cfg in args.configs:
+                r = run(cfg, data, parts, args, torch, progress)
+                r["partition"], r["seed"] = pname, seed
+                results.append(r)
+                h = r["history"][-1]
+                print(f"  seed {seed} {pname:>6} {cfg:>20}: acc {h['accuracy']:.4f}, uplink/client/round "
+                      f"{h['uplink_bytes'] / args.clients / 1e3:.2f} kB", flush=True)
+    args.seeds = seeds
 
     machine = describe_machine()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
     for r in results:
-        dense = next(d for d in results if d["partition"] == r["partition"] and d["config"] == "dense") \
-            if any(d["config"] == "dense" and d["partition"] == r["partition"] for d in results) else None
+        dense = next((d for d in results if d["partition"] == r["partition"] and d["config"] == "dense"
+                      and d["seed"] == r["seed"]), None)
         hist = r["history"]
         up = sum(h["uplink_bytes"] for h in hist)
-        row = {"partition": r["partition"], "config": r["config"], "final_accuracy": hist[-1]["accuracy"],
+        row = {"seed": r["seed"], "partition": r["partition"], "config": r["config"],
+               "final_accuracy": hist[-1]["accuracy"],
+               "last5_mean_accuracy": float(np.mean([h["accuracy"] for h in hist[-5:]])),
                "best_accuracy": max(h["accuracy"] for h in hist), "uplink_bytes_total": up,
                "uplink_bytes_per_client_round": up / len(hist) / args.clients,
                "transfer_s_total": sum(h["transfer_s"] for h in hist)}
@@ -244,41 +253,76 @@ def main(argv=None) -> int:
             dup = sum(h["uplink_bytes"] for h in dense["history"])
             row["uplink_reduction_x"] = dup / up
             row["accuracy_loss_points"] = 100 * (dense["history"][-1]["accuracy"] - hist[-1]["accuracy"])
+            row["last5_loss_points"] = 100 * (np.mean([h["accuracy"] for h in dense["history"][-5:]])
+                                              - row["last5_mean_accuracy"])
         summary.append(row)
-    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items()},
+    # Mean over seeds per (partition, config), with the worst seed's loss.
+    mean_rows = []
+    for pname in args.partitions:
+        for cfg in args.configs:
+            rows = [x for x in summary if x["partition"] == pname and x["config"] == cfg]
+            m = {"partition": pname, "config": cfg, "seeds": len(rows)}
+            for key in ("final_accuracy", "last5_mean_accuracy", "uplink_bytes_per_client_round",
+                        "transfer_s_total", "uplink_reduction_x", "accuracy_loss_points", "last5_loss_points"):
+                if all(key in x for x in rows):
+                    m[key] = float(np.mean([x[key] for x in rows]))
+            if all("accuracy_loss_points" in x for x in rows):
+                m["worst_accuracy_loss_points"] = float(max(x["accuracy_loss_points"] for x in rows))
+            mean_rows.append(m)
+    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items() if k != "out"},
               "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
-              "summary": summary, "runs": results, "machine": machine, "wall_s": time.time() - t0,
+              "summary": summary, "summary_mean": mean_rows, "runs": results, "machine": machine, "wall_s": time.time() - t0,
               "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
     (out / "fl_fmnist.json").write_text(json.dumps(result, indent=2))
 
+    nan = float("nan")
     print(f"\nFederated {args.dataset}: {args.clients} clients, {args.rounds} rounds, "
-          f"{results[0]['params']:,} parameters; {machine_summary(machine)}")
-    print(f"{'partition':>9} {'config':>11} {'final acc':>9} {'loss pts':>8} {'up/client/round':>16} "
-          f"{'reduction':>9} {'transfer':>9}")
+          f"{results[0]['params']:,} parameters, seeds {seeds}; {machine_summary(machine)}")
+    print(f"{'seed':>4} {'partition':>9} {'config':>20} {'final acc':>9} {'loss pts':>8} {'last-5 loss':>11} "
+          f"{'up/client/round':>16} {'reduction':>9} {'transfer':>9}")
     for s in summary:
-        print(f"{s['partition']:>9} {s['config']:>11} {s['final_accuracy']*100:8.2f}% "
-              f"{s.get('accuracy_loss_points', float('nan')):8.2f} {s['uplink_bytes_per_client_round']/1e3:13.2f} kB "
-              f"{s.get('uplink_reduction_x', float('nan')):8.1f}x {s['transfer_s_total']:8.1f}s")
+        print(f"{s['seed']:>4} {s['partition']:>9} {s['config']:>20} {s['final_accuracy']*100:8.2f}% "
+              f"{s.get('accuracy_loss_points', nan):8.2f} {s.get('last5_loss_points', nan):11.2f} "
+              f"{s['uplink_bytes_per_client_round']/1e3:13.2f} kB "
+              f"{s.get('uplink_reduction_x', nan):8.1f}x {s['transfer_s_total']:8.1f}s")
+    if len(seeds) > 1:
+        print(f"\nMean over seeds {seeds}:")
+        print(f"{'partition':>9} {'config':>20} {'final acc':>9} {'loss pts':>8} {'worst seed':>10} "
+              f"{'last-5 loss':>11} {'reduction':>9}")
+        for m in mean_rows:
+            print(f"{m['partition']:>9} {m['config']:>20} {m['final_accuracy']*100:8.2f}% "
+                  f"{m.get('accuracy_loss_points', nan):8.2f} {m.get('worst_accuracy_loss_points', nan):10.2f} "
+                  f"{m.get('last5_loss_points', nan):11.2f} {m.get('uplink_reduction_x', nan):8.1f}x")
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(args.partitions), figsize=(5.5 * len(args.partitions), 4), squeeze=False)
-    for ax, pname in zip(axes[0], args.partitions):
-        for r in results:
-            if r["partition"] != pname:
+    # Top: accuracy per round; bottom: accuracy against the bytes each client has uploaded
+    # (means over the seeds).
+    fig, axes = plt.subplots(2, len(args.partitions), figsize=(5.5 * len(args.partitions), 8), squeeze=False)
+    for col, pname in enumerate(args.partitions):
+        ax, bx = axes[0][col], axes[1][col]
+        for m in mean_rows:
+            if m["partition"] != pname:
                 continue
-            s = next(x for x in summary if x["partition"] == pname and x["config"] == r["config"])
-            lab = r["config"] if r["config"] == "dense" else \
-                f"{r['config']} ({s.get('uplink_reduction_x', float('nan')):.0f}x fewer up bytes)"
-            ax.plot([h["round"] for h in r["history"]], [100 * h["accuracy"] for h in r["history"]], label=lab)
-        ax.set_title(f"{args.dataset}, {pname}, {args.clients} clients")
+            runs = [r for r in results if r["partition"] == pname and r["config"] == m["config"]]
+            lab = m["config"] if m["config"] == "dense" else \
+                f"{m['config']} ({m.get('uplink_reduction_x', nan):.0f}x fewer up bytes)"
+            acc = np.mean([[100 * h["accuracy"] for h in r["history"]] for r in runs], axis=0)
+            up = np.mean([[h["uplink_bytes"] / args.clients for h in r["history"]] for r in runs], axis=0)
+            ax.plot(np.arange(1, len(acc) + 1), acc, label=lab)
+            bx.plot(np.cumsum(up), acc, label=lab)
+        seeds_txt = f", mean of {len(seeds)} seeds" if len(seeds) > 1 else ""
+        ax.set_title(f"{args.dataset}, {pname}, {args.clients} clients{seeds_txt}")
         ax.set_xlabel("round")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        bx.set_xlabel("bytes uploaded per client (cumulative)")
+        bx.set_xscale("log")
+        for a in (ax, bx):
+            a.set_ylabel("test accuracy (%)")
+            a.grid(alpha=0.3)
+            a.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "fl_fmnist.png", dpi=120)
     return 0

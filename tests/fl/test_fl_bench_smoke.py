@@ -34,12 +34,21 @@ def test_fl_topk_smoke(tmp_path):
 @pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST IDX files not installed")
 def test_fl_fmnist_smoke(tmp_path):
     pytest.importorskip("torch")
-    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--rounds", "1", "--clients", "3", "--samples-per-client", "50",
-          "--configs", "dense", "0.05:int8", "--partitions", "iid", "dir0.5", "--no-progress"], tmp_path)
+    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--rounds", "2", "--clients", "3", "--samples-per-client", "50",
+          "--configs", "dense", "0.05:int8", "0.1:sign:warmup=1", "--partitions", "iid", "dir0.5",
+          "--seeds", "0", "1", "--no-progress"], tmp_path)
     res = json.loads((tmp_path / "fl_fmnist.json").read_text())
-    assert {(s["partition"], s["config"]) for s in res["summary"]} == {
-        ("iid", "dense"), ("iid", "0.05:int8"), ("dir0.5", "dense"), ("dir0.5", "0.05:int8")}
+    configs = ("dense", "0.05:int8", "0.1:sign:warmup=1")
+    assert {(s["seed"], s["partition"], s["config"]) for s in res["summary"]} == {
+        (seed, p, c) for seed in (0, 1) for p in ("iid", "dir0.5") for c in configs}
     assert all(s["uplink_reduction_x"] > 1 for s in res["summary"] if s["config"] != "dense")
+    # The warm-up round (25 %) costs more than the steady 10 % round after it.
+    warm = next(r for r in res["runs"] if r["config"] == "0.1:sign:warmup=1")["history"]
+    assert warm[0]["uplink_bytes"] > warm[1]["uplink_bytes"]
+    means = {(m["partition"], m["config"]): m for m in res["summary_mean"]}
+    assert len(means) == 6 and all(m["seeds"] == 2 for m in means.values())
+    rows = [s for s in res["summary"] if s["partition"] == "iid" and s["config"] == "0.05:int8"]
+    assert means["iid", "0.05:int8"]["worst_accuracy_loss_points"] == max(s["accuracy_loss_points"] for s in rows)
 
 
 def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
