@@ -133,7 +133,14 @@ Error parse_sparse_frame(const uint8_t* data, size_t len, const SparseDecodeOpti
   DecodeOptions fo;
   fo.max_symbols = options.max_tensors;
   FrameHeader h;
-  if (Error e = parse_frame(data, len, fo, &h)) return e;
+  if (Error e = parse_frame(data, len, fo, &h)) {
+    // The frame layer's only limit is its symbol count, which is a sparse update's tensor count.
+    if (e.status == Status::kLimitExceeded) {
+      return {Status::kLimitExceeded, "frame declares more tensors than max_tensors = " +
+                                          std::to_string(options.max_tensors)};
+    }
+    return e;
+  }
   if (h.kind != FrameKind::kSparseUpdate) return invalid("frame holds symbols, not a sparse update");
   if (h.dtype != DType::kUInt32 || h.shape.size() != 1 || h.row_mode != kRowSingle ||
       h.precision != kGapPrecision || h.lanes != 1 || h.chunk_size != 1 || h.fingerprint != 0) {

@@ -180,9 +180,9 @@ def test_corrupt_and_truncated_frames_raise_core_errors():
         decompress(sym)
     with pytest.raises(tc.TaskcodecError, match="sparse update"):
         tc.decode(blob, tc.CdfTable.from_pmf([[1.0, 1.0]], [0]))
-    with pytest.raises(tc.LimitExceededError):
+    with pytest.raises(tc.LimitExceededError, match="max_elements = 100 dense values"):
         decompress(blob, max_elements=100)
-    with pytest.raises(tc.LimitExceededError):
+    with pytest.raises(tc.LimitExceededError, match="more tensors than max_tensors = 2"):
         decompress(blob, max_tensors=2)
 
 

@@ -32,7 +32,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from taskcodec.errors import TaskcodecError
-from taskcodec.fl.compressor import DEFAULT_MAX_ELEMENTS, TopKCompressor, decompress
+from taskcodec.fl.compressor import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS, TopKCompressor, decompress
 
 __all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY"]
 
@@ -142,7 +142,10 @@ class CompressedStrategy(Strategy):
             frame, key = cfg["frame"], cfg["key"]
             if not isinstance(frame, bytes) or not isinstance(key, str):
                 return "the update record does not hold a frame and a key"
-            delta = decompress(frame, max_elements=self.max_elements)
+            # The frame may describe no more tensors or values than the model sent this round:
+            # a hostile frame is refused before any dense buffer is allocated for it.
+            delta = decompress(frame, max_tensors=min(len(base), DEFAULT_MAX_TENSORS) or 1,
+                               max_elements=min(self.max_elements, sum(v.size for v in base.values())))
         except TaskcodecError as e:
             return f"{type(e).__name__}: {e}"
         except KeyError as e:
