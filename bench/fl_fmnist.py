@@ -215,6 +215,7 @@ def main(argv=None) -> int:
     else:
         from tqdm.auto import tqdm as progress
     results = []
+    machine = describe_machine()  # before the runs: the commit that ran them
     t0 = time.time()
     seeds = args.seeds or [args.seed]
     for seed in seeds:
@@ -234,7 +235,6 @@ def main(argv=None) -> int:
                       f"{h['uplink_bytes'] / args.clients / 1e3:.2f} kB", flush=True)
     args.seeds = seeds
 
-    machine = describe_machine()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = []
