@@ -7,25 +7,17 @@ except under CI (``CI`` set), where a missing piece is a failure.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import taskcodec as tc
-
-_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-def _require(module: str):
-    if _IN_CI:
-        return __import__(module)
-    return pytest.importorskip(module)
+from ci_support import require, skip_unless_ci
 
 
-_require("torch")
-_require("torchvision")
-_require("skimage")
+require("torch")
+require("torchvision")
+require("skimage")
 
 from taskcodec import cli, demo  # noqa: E402
 
@@ -35,9 +27,7 @@ def coffee_report() -> demo.DemoReport:
     try:
         demo.ensure_weights()
     except demo.MissingWeightsError as exc:
-        if _IN_CI:
-            raise
-        pytest.skip(str(exc))
+        skip_unless_ci(str(exc))
     return demo.run(["coffee"], repeats=1)
 
 

@@ -6,18 +6,8 @@ except under CI (``CI`` set), where a missing piece is a failure.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-_IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-def require(module: str):
-    if _IN_CI:
-        return __import__(module)
-    return pytest.importorskip(module)
-
+from ci_support import require, skip_unless_ci
 
 for _m in ("torch", "torchvision", "fastapi", "uvicorn", "httpx", "jsonschema", "PIL",
            "skimage", "transformers"):
@@ -42,9 +32,7 @@ def weights():
     try:
         return demo.ensure_weights()
     except demo.MissingWeightsError as exc:
-        if _IN_CI:
-            raise
-        pytest.skip(str(exc))
+        skip_unless_ci(str(exc))
 
 
 @pytest.fixture(scope="session")
