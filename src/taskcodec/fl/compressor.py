@@ -198,6 +198,12 @@ class TopKCompressor:
         if not (isinstance(r, (int, float)) and 0.0 < float(r) <= 1.0):
             raise TaskcodecError(f"ratio must be in (0, 1], got {r!r}")
 
+    def _clip_scale(self, sum_of_squares: float) -> Optional[np.float32]:
+        """The float32 factor that brings the global L2 norm down to ``clip_norm``; None when
+        the norm is already within it (both the host and the device path use this)."""
+        norm = math.sqrt(sum_of_squares)
+        return np.float32(self.clip_norm / norm) if norm > self.clip_norm else None
+
     def current_ratio(self) -> float:
         """The ratio the next :meth:`compress` uses (warm-up schedule, then ``ratio``)."""
         if self.round < len(self.warmup_ratios):
@@ -223,9 +229,8 @@ class TopKCompressor:
             raise TaskcodecError("tensor names must be unique")
         flats = [_f32_flat(a, n) for n, a in zip(names, arrays)]
         if self.clip_norm is not None:
-            norm = math.sqrt(sum(float(np.dot(f.astype(np.float64), f.astype(np.float64))) for f in flats))
-            if norm > self.clip_norm:
-                s = np.float32(self.clip_norm / norm)
+            s = self._clip_scale(sum(float(np.dot(f.astype(np.float64), f.astype(np.float64))) for f in flats))
+            if s is not None:
                 flats = [f * s for f in flats]
         ratio = self.current_ratio()
         coding = VALUE_CODINGS[self.values]
@@ -281,10 +286,9 @@ class TopKCompressor:
                 raise TaskcodecError(f"tensor {n!r} has dtype {t.dtype}; only numeric tensors are compressed")
         flats = [t.detach().reshape(-1).to(torch.float32).contiguous() for t in tensors]
         if self.clip_norm is not None:
-            norm = math.sqrt(sum(float(torch.dot(f.double(), f.double())) for f in flats))
-            if norm > self.clip_norm:
-                s = float(np.float32(self.clip_norm / norm))
-                flats = [f * s for f in flats]
+            s = self._clip_scale(sum(float(torch.dot(f.double(), f.double())) for f in flats))
+            if s is not None:
+                flats = [f * float(s) for f in flats]
         ratio = self.current_ratio()
         coding = VALUE_CODINGS[self.values]
         block_log2 = self.block_size.bit_length() - 1
