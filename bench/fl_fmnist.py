@@ -122,11 +122,11 @@ def compressor_args(config: str) -> Dict:
     return out
 
 
-def run(config: str, data, parts, args, torch, progress) -> Dict:
+def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) -> Dict:
     from taskcodec import fl
 
     xtr, ytr, xte, yte = data
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     model = make_model(xtr.shape[1], torch, args.model)
     model(torch.zeros(1, *xtr.shape[1:]))  # materialise the lazy layer
     names = [n for n, _ in model.named_parameters()]
@@ -139,8 +139,8 @@ def run(config: str, data, parts, args, torch, progress) -> Dict:
     sizes = np.array([len(p) for p in parts], np.float64)
     weights = sizes / sizes.sum()
     hist = []
-    rng = np.random.default_rng(args.seed)
-    bar = progress(range(1, args.rounds + 1), desc=f"{config:>11} {args.partition_name}", unit="round", leave=False)
+    rng = np.random.default_rng(seed)
+    bar = progress(range(1, args.rounds + 1), desc=f"{config:>11} {pname} seed {seed}", unit="round", leave=False)
     for rnd in bar:
         glob = {n: p.detach().clone() for n, p in model.named_parameters()}
         deltas, blobs = [], []
@@ -219,15 +219,13 @@ def main(argv=None) -> int:
     t0 = time.time()
     seeds = args.seeds or [args.seed]
     for seed in seeds:
-        args.seed = seed
         for pname in args.partitions:
             alpha = 0.0 if pname == "iid" else float(pname.removeprefix("dir"))
             parts = partition(data[1], args.clients, alpha, np.random.default_rng(seed))
             if args.samples_per_client:
                 parts = [p[: args.samples_per_client] for p in parts]
-            args.partition_name = pname
             for cfg in args.configs:
-                r = run(cfg, data, parts, args, torch, progress)
+                r = run(cfg, data, parts, args, torch, progress, seed, pname)
                 r["partition"], r["seed"] = pname, seed
                 results.append(r)
                 h = r["history"][-1]
