@@ -23,10 +23,18 @@ struct PyDeviceTable {
   std::shared_ptr<cuda::DeviceTable> t;
 };
 
+// Python passes device pointers and CUDA streams as integers.
 template <class T>
 const T* ptr_of(uint64_t address) {
   return reinterpret_cast<const T*>(static_cast<uintptr_t>(address));
 }
+
+template <class T>
+T* mut_ptr_of(uint64_t address) {
+  return reinterpret_cast<T*>(static_cast<uintptr_t>(address));
+}
+
+void* stream_of(uint64_t stream) { return reinterpret_cast<void*>(static_cast<uintptr_t>(stream)); }
 
 py::tuple cuda_encode(const PyDeviceTable& dt, uint64_t symbols_dev, int dtype_code,
                       const std::vector<uint64_t>& shape, int row_mode, uint64_t index_dev,
@@ -64,7 +72,7 @@ py::tuple cuda_encode(const PyDeviceTable& dt, uint64_t symbols_dev, int dtype_c
     py::gil_scoped_release nogil;
     check(cuda::encode_frame(*dt.t, ptr_of<void>(symbols_dev), static_cast<DType>(dtype_code), layout,
                              reinterpret_cast<const uint8_t*>(meta_s.data()), meta_s.size(), opt,
-                             reinterpret_cast<void*>(static_cast<uintptr_t>(stream)), &frame, &ms));
+                             stream_of(stream), &frame, &ms));
   }
   py::bytes out(reinterpret_cast<const char*>(frame.data()), frame.size());
   return py::make_tuple(out, ms);
@@ -119,7 +127,7 @@ py::tuple cuda_decode(const PyDeviceTable& dt, const std::vector<py::buffer>& fr
         check(e);
       }
       items[i].header = &headers[i];
-      items[i].out_dev = reinterpret_cast<int32_t*>(static_cast<uintptr_t>(outs[i]));
+      items[i].out_dev = mut_ptr_of<int32_t>(outs[i]);
       items[i].index_dev = ptr_of<int32_t>(index_devs[i]);
       if (frame_devs[i]) {
         items[i].frame_dev = ptr_of<uint8_t>(frame_devs[i]);
@@ -127,7 +135,7 @@ py::tuple cuda_decode(const PyDeviceTable& dt, const std::vector<py::buffer>& fr
       }
     }
     check(cuda::decode_frames(*dt.t, items.data(), n,
-                              reinterpret_cast<void*>(static_cast<uintptr_t>(stream)), &item_status, &ms));
+                              stream_of(stream), &item_status, &ms));
   }
   return py::make_tuple(ms, item_status);
 }
@@ -164,38 +172,38 @@ void register_cuda(py::module_& m) {
            uint64_t q, uint64_t stream) {
           py::gil_scoped_release nogil;
           check(cuda::quantize(ptr_of<float>(x), n, inner, channels, ptr_of<float>(inv_step),
-                               ptr_of<float>(zero), reinterpret_cast<int32_t*>(static_cast<uintptr_t>(q)),
-                               reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+                               ptr_of<float>(zero), mut_ptr_of<int32_t>(q),
+                               stream_of(stream)));
         });
   m.def("cuda_dequantize",
         [](uint64_t q, uint64_t n, uint64_t inner, uint32_t channels, uint64_t step, uint64_t zero,
            uint64_t x, uint64_t stream) {
           py::gil_scoped_release nogil;
           check(cuda::dequantize(ptr_of<int32_t>(q), n, inner, channels, ptr_of<float>(step),
-                                 ptr_of<float>(zero), reinterpret_cast<float*>(static_cast<uintptr_t>(x)),
-                                 reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+                                 ptr_of<float>(zero), mut_ptr_of<float>(x),
+                                 stream_of(stream)));
         });
   m.def("cuda_topk",
         [](uint64_t update, uint64_t residual, uint64_t n, uint64_t k, uint64_t idx, uint64_t val,
            uint64_t stream) {
           double ms = 0;
           py::gil_scoped_release nogil;
-          check(cuda::topk_select(ptr_of<float>(update), reinterpret_cast<float*>(static_cast<uintptr_t>(residual)),
-                                  n, k, reinterpret_cast<uint32_t*>(static_cast<uintptr_t>(idx)),
-                                  reinterpret_cast<float*>(static_cast<uintptr_t>(val)),
-                                  reinterpret_cast<void*>(static_cast<uintptr_t>(stream)), &ms));
+          check(cuda::topk_select(ptr_of<float>(update), mut_ptr_of<float>(residual),
+                                  n, k, mut_ptr_of<uint32_t>(idx),
+                                  mut_ptr_of<float>(val),
+                                  stream_of(stream), &ms));
           return ms;
         });
   m.def("cuda_residual_subtract", [](uint64_t residual, uint64_t idx, uint64_t sent, uint64_t k, uint64_t stream) {
     py::gil_scoped_release nogil;
-    check(cuda::residual_subtract(reinterpret_cast<float*>(static_cast<uintptr_t>(residual)), ptr_of<uint32_t>(idx),
-                                  ptr_of<float>(sent), k, reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+    check(cuda::residual_subtract(mut_ptr_of<float>(residual), ptr_of<uint32_t>(idx),
+                                  ptr_of<float>(sent), k, stream_of(stream)));
   });
   m.def("cuda_scatter_add", [](uint64_t dense, uint64_t n, uint64_t idx, uint64_t val, uint64_t k, float scale,
                                uint64_t stream) {
     py::gil_scoped_release nogil;
-    check(cuda::scatter_add(reinterpret_cast<float*>(static_cast<uintptr_t>(dense)), n, ptr_of<uint32_t>(idx),
-                            ptr_of<float>(val), k, scale, reinterpret_cast<void*>(static_cast<uintptr_t>(stream))));
+    check(cuda::scatter_add(mut_ptr_of<float>(dense), n, ptr_of<uint32_t>(idx),
+                            ptr_of<float>(val), k, scale, stream_of(stream)));
   });
 #else
   m.def("cuda_available", []() { return false; },
