@@ -12,17 +12,21 @@ model and uploads its delta; ``--samples-per-client`` caps the local data (a sho
   (the same compressor the Flower mod uses); the server decodes with ``tc.fl.accumulate``
   (as the Flower strategy wrapper does) and adds the weighted mean delta to the model.
 
-Downlinks are the dense float32 model (4 bytes a parameter) in every run. Per round the
-script records test accuracy (10 k images), uplink and downlink bytes of the whole round,
-and transfer time at 250 KB/s up and 500 KB/s down (one client's upload plus one
-download, clients sending in parallel on their own links). It ends with a table and a plot.
+Downlinks are the dense float32 model (4 bytes a parameter), unless a config asks for
+``down=RATIO/VALUES``: then the server compresses each round's aggregated update with its own
+``TopKCompressor`` (error feedback on the server), every client adds the decoded frame to its
+copy of the model, and the model evaluated is that copy (what the clients hold). The first
+round's download is the dense model in every run. Per round the script records test accuracy
+(10 k images), uplink and downlink bytes of the whole round, and transfer time at 250 KB/s up
+and 500 KB/s down (one download plus one client's upload, clients on their own links). It ends
+with a table and a plot.
 
 Data: Fashion-MNIST IDX files from ``--data`` (default: the Debian package's folder
 ``/usr/share/datasets/fashion-mnist``; torchvision's ``<root>/FashionMNIST/raw`` works too).
 ``--dataset cifar10 --data <root>`` runs CIFAR-10 through torchvision where a user has it.
 
-A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M]`` (e.g. ``0.01:int8``,
-``0.02:sign:warmup=4``).
+A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M][:down=RATIO/VALUES]`` (e.g.
+``0.01:int8``, ``0.02:sign:warmup=4``, ``0.02:sign:down=0.05/int8``).
 
 Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--out DIR]
 """
@@ -35,7 +39,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -102,24 +106,29 @@ def make_model(channels: int, torch, kind: str = "mlp"):
         nn.Flatten(), nn.LazyLinear(64), nn.ReLU(), nn.Linear(64, 10))
 
 
-def compressor_args(config: str) -> Dict:
-    """``ratio:values[:warmup=N][:momentum=M]`` -> TopKCompressor arguments.
+def compressor_args(config: str) -> Tuple[Dict, Optional[Dict]]:
+    """``ratio:values[:warmup=N][:momentum=M][:down=RATIO/VALUES]`` -> TopKCompressor arguments
+    of the clients, and of the server's downlink compressor (None: dense downlink).
 
     ``warmup=N``: Deep Gradient Compression's warm-up, N rounds whose ratios fall
     geometrically from 25 % towards ``ratio``; ``momentum=M``: momentum correction.
     """
     ratio, values, *opts = config.split(":")
     out: Dict = {"ratio": float(ratio), "values": values}
+    down = None
     for opt in opts:
         key, _, val = opt.partition("=")
-        if key == "warmup":
+        if key == "down":
+            dratio, _, dvalues = val.partition("/")
+            down = {"ratio": float(dratio), "values": dvalues or "int8"}
+        elif key == "warmup":
             n = int(val)
             out["warmup_ratios"] = tuple(out["ratio"] * (0.25 / out["ratio"]) ** ((n - i) / n) for i in range(n))
         elif key == "momentum":
             out["momentum"] = float(val)
         else:
             raise SystemExit(f"unknown option {opt!r} in config {config!r}")
-    return out
+    return out, down
 
 
 def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) -> Dict:
@@ -132,9 +141,13 @@ def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) 
     names = [n for n, _ in model.named_parameters()]
     n_params = sum(p.numel() for p in model.parameters())
     dense = config == "dense"
-    comps = []
+    comps, down_comp = [], None
     if not dense:
-        comps = [fl.TopKCompressor(**compressor_args(config), seed=k) for k in range(len(parts))]
+        up_args, down_args = compressor_args(config)
+        comps = [fl.TopKCompressor(**up_args, seed=k) for k in range(len(parts))]
+        if down_args is not None:
+            down_comp = fl.TopKCompressor(**down_args, seed=len(parts))
+    down = 4 * n_params  # the first download: the dense initial model
     xte_t, yte_t = torch.from_numpy(xte), torch.from_numpy(yte)
     sizes = np.array([len(p) for p in parts], np.float64)
     weights = sizes / sizes.sum()
@@ -169,6 +182,14 @@ def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) 
             mean, used, errors = fl.accumulate(blobs, weights)
             assert not errors, errors
             up = [len(b) for b in blobs]
+        if down_comp is not None:
+            # The server sends its compressed aggregate; clients (and this evaluation) apply
+            # what the frame decodes to, the server keeps the rest as its residual.
+            frame = down_comp.compress({n: np.asarray(mean[n], np.float32) for n in names})
+            mean = fl.decompress(frame)
+            next_down = len(frame)
+        else:
+            next_down = 4 * n_params
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(glob[n] + torch.from_numpy(np.asarray(mean[n], np.float32)))
@@ -176,11 +197,11 @@ def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) 
             for b in range(0, len(xte_t), 2000):
                 correct += int((model(xte_t[b:b + 2000]).argmax(1) == yte_t[b:b + 2000]).sum())
         acc = correct / len(yte_t)
-        down = 4 * n_params
         hist.append({"round": rnd, "accuracy": acc, "uplink_bytes": int(sum(up)), "downlink_bytes": down * len(parts),
                      "transfer_s": max(up) / UP_BPS + down / DOWN_BPS})
         if hasattr(bar, "set_postfix"):
-            bar.set_postfix(acc=f"{acc:.3f}", up=f"{np.mean(up)/1e3:.1f}kB")
+            bar.set_postfix(acc=f"{acc:.3f}", up=f"{np.mean(up)/1e3:.1f}kB", down=f"{down/1e3:.1f}kB")
+        down = next_down
     return {"config": config, "params": n_params, "history": hist}
 
 
@@ -241,15 +262,19 @@ def main(argv=None) -> int:
                       and d["seed"] == r["seed"]), None)
         hist = r["history"]
         up = sum(h["uplink_bytes"] for h in hist)
+        down = sum(h["downlink_bytes"] for h in hist)
         row = {"seed": r["seed"], "partition": r["partition"], "config": r["config"],
                "final_accuracy": hist[-1]["accuracy"],
                "last5_mean_accuracy": float(np.mean([h["accuracy"] for h in hist[-5:]])),
                "best_accuracy": max(h["accuracy"] for h in hist), "uplink_bytes_total": up,
                "uplink_bytes_per_client_round": up / len(hist) / args.clients,
+               "downlink_bytes_per_client_round": down / len(hist) / args.clients,
                "transfer_s_total": sum(h["transfer_s"] for h in hist)}
         if dense is not None:
             dup = sum(h["uplink_bytes"] for h in dense["history"])
             row["uplink_reduction_x"] = dup / up
+            row["downlink_reduction_x"] = sum(h["downlink_bytes"] for h in dense["history"]) / down
+            row["transfer_speedup_x"] = sum(h["transfer_s"] for h in dense["history"]) / row["transfer_s_total"]
             row["accuracy_loss_points"] = 100 * (dense["history"][-1]["accuracy"] - hist[-1]["accuracy"])
             row["last5_loss_points"] = 100 * (np.mean([h["accuracy"] for h in dense["history"][-5:]])
                                               - row["last5_mean_accuracy"])
@@ -261,7 +286,8 @@ def main(argv=None) -> int:
             rows = [x for x in summary if x["partition"] == pname and x["config"] == cfg]
             m = {"partition": pname, "config": cfg, "seeds": len(rows)}
             for key in ("final_accuracy", "last5_mean_accuracy", "uplink_bytes_per_client_round",
-                        "transfer_s_total", "uplink_reduction_x", "accuracy_loss_points", "last5_loss_points"):
+                        "downlink_bytes_per_client_round", "transfer_s_total", "uplink_reduction_x",
+                        "downlink_reduction_x", "transfer_speedup_x", "accuracy_loss_points", "last5_loss_points"):
                 if all(key in x for x in rows):
                     m[key] = float(np.mean([x[key] for x in rows]))
             if all("accuracy_loss_points" in x for x in rows):
@@ -276,21 +302,24 @@ def main(argv=None) -> int:
     nan = float("nan")
     print(f"\nFederated {args.dataset}: {args.clients} clients, {args.rounds} rounds, "
           f"{results[0]['params']:,} parameters, seeds {seeds}; {machine_summary(machine)}")
-    print(f"{'seed':>4} {'partition':>9} {'config':>20} {'final acc':>9} {'loss pts':>8} {'last-5 loss':>11} "
-          f"{'up/client/round':>16} {'reduction':>9} {'transfer':>9}")
+    print(f"{'seed':>4} {'partition':>9} {'config':>28} {'final acc':>9} {'loss pts':>8} {'last-5 loss':>11} "
+          f"{'up/client/round':>16} {'up fewer':>8} {'down/client/round':>18} {'down fewer':>10} {'transfer':>9}")
     for s in summary:
-        print(f"{s['seed']:>4} {s['partition']:>9} {s['config']:>20} {s['final_accuracy']*100:8.2f}% "
+        print(f"{s['seed']:>4} {s['partition']:>9} {s['config']:>28} {s['final_accuracy']*100:8.2f}% "
               f"{s.get('accuracy_loss_points', nan):8.2f} {s.get('last5_loss_points', nan):11.2f} "
               f"{s['uplink_bytes_per_client_round']/1e3:13.2f} kB "
-              f"{s.get('uplink_reduction_x', nan):8.1f}x {s['transfer_s_total']:8.1f}s")
+              f"{s.get('uplink_reduction_x', nan):7.1f}x "
+              f"{s['downlink_bytes_per_client_round']/1e3:15.2f} kB "
+              f"{s.get('downlink_reduction_x', nan):9.1f}x {s['transfer_s_total']:8.1f}s")
     if len(seeds) > 1:
         print(f"\nMean over seeds {seeds}:")
-        print(f"{'partition':>9} {'config':>20} {'final acc':>9} {'loss pts':>8} {'worst seed':>10} "
-              f"{'last-5 loss':>11} {'reduction':>9}")
+        print(f"{'partition':>9} {'config':>28} {'final acc':>9} {'loss pts':>8} {'worst seed':>10} "
+              f"{'last-5 loss':>11} {'up fewer':>8} {'down fewer':>10} {'link time':>9}")
         for m in mean_rows:
-            print(f"{m['partition']:>9} {m['config']:>20} {m['final_accuracy']*100:8.2f}% "
+            print(f"{m['partition']:>9} {m['config']:>28} {m['final_accuracy']*100:8.2f}% "
                   f"{m.get('accuracy_loss_points', nan):8.2f} {m.get('worst_accuracy_loss_points', nan):10.2f} "
-                  f"{m.get('last5_loss_points', nan):11.2f} {m.get('uplink_reduction_x', nan):8.1f}x")
+                  f"{m.get('last5_loss_points', nan):11.2f} {m.get('uplink_reduction_x', nan):7.1f}x "
+                  f"{m.get('downlink_reduction_x', nan):9.1f}x {m.get('transfer_speedup_x', nan):8.1f}x")
 
     import matplotlib
 
