@@ -80,11 +80,14 @@ def summarize(strategy, losses) -> dict:
     if isinstance(strategy, CompressedStrategy):
         summary["dropped"] = {str(r): d for r, d in strategy.dropped.items()}
         summary["uplink_bytes"] = {str(r): b for r, b in strategy.uplink_bytes.items()}
+        summary["downlink_bytes"] = {str(r): b for r, b in strategy.downlink_bytes.items()}
+        summary["downlink_frames"] = {str(r): n for r, n in strategy.downlink_frames.items()}
     return summary
 
 
-def make_server_app(compressed: bool, nodes: int = 10, rounds: int = ROUNDS) -> ServerApp:
-    """Waits for ``nodes`` SuperNodes (partitions 0..nodes-1), runs ``rounds`` rounds of FedAvg.
+def make_server_app(compressed: bool, nodes: int = 10, rounds: int = ROUNDS, downlink=None) -> ServerApp:
+    """Waits for ``nodes`` SuperNodes (partitions 0..nodes-1), runs ``rounds`` rounds of FedAvg
+    (``downlink``: the strategy wrapper's downlink compressor arguments, or None).
 
     With a run-config value ``out`` (deployment), the summary is written there as JSON.
     """
@@ -93,7 +96,7 @@ def make_server_app(compressed: bool, nodes: int = 10, rounds: int = ROUNDS) -> 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=nodes)
-        strategy = CompressedStrategy(inner) if compressed else inner
+        strategy = CompressedStrategy(inner, downlink=downlink) if compressed else inner
         xs, ys = zip(*(client_data(p) for p in range(nodes)))
         x, y = np.concatenate(xs), np.concatenate(ys)
         losses = []
@@ -117,7 +120,7 @@ def make_server_app(compressed: bool, nodes: int = 10, rounds: int = ROUNDS) -> 
     return app
 
 
-def simulate(compressed: bool, out_path: str, **compressor_args) -> None:
+def simulate(compressed: bool, out_path: str, downlink=None, **compressor_args) -> None:
     """Runs the app in Flower's simulation engine (10 SuperNodes) and writes a JSON summary."""
     import json
 
@@ -125,7 +128,7 @@ def simulate(compressed: bool, out_path: str, **compressor_args) -> None:
 
     RESULTS.clear()
     run_simulation(
-        server_app=make_server_app(compressed),
+        server_app=make_server_app(compressed, downlink=downlink),
         client_app=make_client_app(**compressor_args),
         num_supernodes=10,
         backend_config={"client_resources": {"num_cpus": 1},
@@ -139,4 +142,6 @@ def simulate(compressed: bool, out_path: str, **compressor_args) -> None:
 if __name__ == "__main__":
     import sys
 
-    simulate(True, sys.argv[1], ratio=0.1, values="int8")
+    # flower_app.py OUT [--downlink]: the downlink compressed too (10 % of the values, int8).
+    down = {"ratio": 0.1, "values": "int8"} if "--downlink" in sys.argv[2:] else None
+    simulate(True, sys.argv[1], downlink=down, ratio=0.1, values="int8")

@@ -9,4 +9,5 @@ from flower_app import make_client_app, make_server_app
 NODES, ROUNDS = 4, 5
 
 client_app = make_client_app(ratio=0.1, values="int8")
-server_app = make_server_app(True, nodes=NODES, rounds=ROUNDS)
+# The broadcast is compressed too: each SuperNode keeps its copy of the model in its context.
+server_app = make_server_app(True, nodes=NODES, rounds=ROUNDS, downlink={"ratio": 0.1, "values": "int8"})

@@ -35,10 +35,11 @@ def test_fl_topk_smoke(tmp_path):
 def test_fl_fmnist_smoke(tmp_path):
     pytest.importorskip("torch")
     _run([str(ROOT / "bench" / "fl_fmnist.py"), "--rounds", "2", "--clients", "3", "--samples-per-client", "50",
-          "--configs", "dense", "0.05:int8", "0.1:sign:warmup=1", "--partitions", "iid", "dir0.5",
+          "--configs", "dense", "0.05:int8", "0.1:sign:warmup=1", "0.05:int8:down=0.2/int8",
+          "--partitions", "iid", "dir0.5",
           "--seeds", "0", "1", "--no-progress"], tmp_path)
     res = json.loads((tmp_path / "fl_fmnist.json").read_text())
-    configs = ("dense", "0.05:int8", "0.1:sign:warmup=1")
+    configs = ("dense", "0.05:int8", "0.1:sign:warmup=1", "0.05:int8:down=0.2/int8")
     assert {(s["seed"], s["partition"], s["config"]) for s in res["summary"]} == {
         (seed, p, c) for seed in (0, 1) for p in ("iid", "dir0.5") for c in configs}
     assert all(s["uplink_reduction_x"] > 1 for s in res["summary"] if s["config"] != "dense")
@@ -46,7 +47,14 @@ def test_fl_fmnist_smoke(tmp_path):
     warm = next(r for r in res["runs"] if r["config"] == "0.1:sign:warmup=1")["history"]
     assert warm[0]["uplink_bytes"] > warm[1]["uplink_bytes"]
     means = {(m["partition"], m["config"]): m for m in res["summary_mean"]}
-    assert len(means) == 6 and all(m["seeds"] == 2 for m in means.values())
+    assert len(means) == 8 and all(m["seeds"] == 2 for m in means.values())
+    # A compressed downlink: the first round's download is the dense model, the second a frame.
+    dense_down = next(r for r in res["runs"] if r["config"] == "dense")["history"]
+    down = next(r for r in res["runs"] if r["config"] == "0.05:int8:down=0.2/int8")["history"]
+    assert down[0]["downlink_bytes"] == dense_down[0]["downlink_bytes"] == dense_down[1]["downlink_bytes"]
+    assert 0 < down[1]["downlink_bytes"] < dense_down[1]["downlink_bytes"] / 3
+    assert all(s["downlink_reduction_x"] > 1 for s in res["summary"] if "down=" in s["config"])
+    assert all(s["downlink_reduction_x"] == 1 for s in res["summary"] if "down=" not in s["config"])
     rows = [s for s in res["summary"] if s["partition"] == "iid" and s["config"] == "0.05:int8"]
     assert means["iid", "0.05:int8"]["worst_accuracy_loss_points"] == max(s["accuracy_loss_points"] for s in rows)
 

@@ -3,7 +3,9 @@
 The ServerApp wraps FedAvg in ``CompressedStrategy``; each SuperNode's ClientApp carries
 ``compression_mod``, so every update crosses the SuperLink as a taskcodec frame, the
 residuals live in each SuperNode's context between rounds, clients drop out (30 % per
-round) and one frame is corrupted on its way out (partition 3, round 2).
+round) and one frame is corrupted on its way out (partition 3, round 2). The server's
+broadcast is compressed too: nodes that took part in the last round get a step frame
+applied to the copy of the model they keep in their context, the others the dense model.
 """
 
 from __future__ import annotations
@@ -191,6 +193,15 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
     assert arrived == [0, 2]
     dense_bytes = (flower_app.DIM_IN * flower_app.DIM_OUT + flower_app.DIM_OUT) * 4
     assert 0 < res["uplink_bytes"]["1"] / len(arrived) < dense_bytes / 3
+    # Downlink: dense to everyone in round 1; later, a frame to each node whose last reply
+    # arrived (partition 3's corrupted round-2 update does not count).
+    frames = {int(r): n for r, n in res["downlink_frames"].items()}
+    expected = {1: 0}
+    for rnd in range(2, deploy.ROUNDS + 1):
+        expected[rnd] = sum(not flower_app.dropped(rnd - 1, p) and (rnd - 1, p) != (2, 3)
+                            for p in range(deploy.NODES))
+    assert frames == expected, (frames, expected)
+    assert sum(frames.values()) > 0
     # Error feedback across rounds through each SuperNode's context: the loss keeps falling.
     assert losses[-1] < 0.5 * losses[0], losses
     assert all(b <= a for a, b in zip(losses, losses[1:])), losses

@@ -19,11 +19,24 @@ with the frame in a ConfigRecord instead of the dense ArrayRecord. The strategy 
 rebuilds ``received + delta`` for each reply and hands dense replies to the wrapped
 strategy. A reply whose frame does not decode is dropped from the round with a logged
 reason; the round goes on with the others.
+
+Downlink (optional, ``CompressedStrategy(..., downlink={"ratio": 0.1, "values": "int8"})``):
+the server also compresses what it broadcasts. It keeps the clients' copy of the model (the
+*replica*, versioned) beside its own; each round it compresses the change of its model since
+the last round with its own error-feedback :class:`~taskcodec.fl.TopKCompressor` and sends
+that frame to every node known to hold the previous version. A node that missed a round,
+failed, or is new gets the dense replica instead. The mod keeps the replica in the node's
+``context.state``, applies the frame, checks the result against the server's fingerprint
+(CRC-32 of the replica) and trains from it; a node whose copy does not match fails that
+round with a clear error and is sent the dense replica in the next. Clients train from the
+replica; the server's model is replica + its residual, and its updates are the clients'
+deltas added to that model. Evaluation messages stay dense.
 """
 
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -34,10 +47,15 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from taskcodec.errors import TaskcodecError
 from taskcodec.fl.compressor import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS, TopKCompressor, decompress
 
-__all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY"]
+__all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY", "DownlinkMismatch", "fingerprint"]
 
 #: Name of the ConfigRecord that carries a compressed update in a reply.
 UPDATE_KEY = "taskcodec.fl.update"
+#: Name of the ConfigRecord that carries the model's version (and a compressed step) in a
+#: train message of a server with downlink compression.
+DOWNLINK_KEY = "taskcodec.fl.downlink"
+_STATE_REPLICA = "taskcodec.fl.replica"
+_STATE_REPLICA_CFG = "taskcodec.fl.replica_version"
 _STATE_ARRAYS = "taskcodec.fl.residuals"
 _STATE_VEL = "taskcodec.fl.velocities"
 _STATE_CFG = "taskcodec.fl.state"
@@ -65,18 +83,86 @@ def _save_state(comp: TopKCompressor, state: RecordDict) -> None:
         state[_STATE_VEL] = ArrayRecord({k: Array(v) for k, v in comp.velocities.items()})
 
 
+class DownlinkMismatch(TaskcodecError):
+    """A node's copy of the model does not fit the compressed step the server sent."""
+
+
+def fingerprint(arrays: Dict[str, np.ndarray]) -> int:
+    """CRC-32 over the names, dtypes, shapes and bytes of a model's arrays, in order."""
+    crc = 0
+    for k, v in arrays.items():
+        v = np.ascontiguousarray(v)
+        crc = zlib.crc32(f"{k}:{v.dtype.str}:{v.shape};".encode(), crc)
+        crc = zlib.crc32(v.view(np.uint8).reshape(-1), crc)
+    return crc
+
+
+def _same_layout(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> bool:
+    return list(a) == list(b) and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
+
+
+def _apply_step(replica: Dict[str, np.ndarray], frame: bytes) -> Dict[str, np.ndarray]:
+    """replica + the decoded frame, computed the same way on the server and on the nodes."""
+    step = decompress(frame, max_tensors=min(len(replica), DEFAULT_MAX_TENSORS) or 1,
+                      max_elements=max(1, sum(v.size for v in replica.values())))
+    if not isinstance(step, dict) or list(step) != list(replica):
+        raise DownlinkMismatch("the model step's tensors are not those of this node's model")
+    for k, v in replica.items():
+        if step[k].shape != v.shape:
+            raise DownlinkMismatch(f"the model step's tensor {k!r} has shape {step[k].shape}, "
+                                   f"this node's is {v.shape}")
+    return {k: (v + step[k]).astype(v.dtype, copy=False) for k, v in replica.items()}
+
+
+def _receive_model(msg: Message, context: Context) -> int:
+    """Puts the dense model of a downlink message into its content (the held replica plus
+    the step, or the dense replica sent), stores it as this node's replica; its version."""
+    cfg = msg.content[DOWNLINK_KEY]
+    try:
+        key, version, crc = str(cfg["key"]), int(cfg["version"]), int(cfg["crc"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DownlinkMismatch(f"the downlink record is malformed: {e!r}") from None
+    state = context.state
+    if "frame" in cfg:
+        held_version = int(state[_STATE_REPLICA_CFG]["version"]) if _STATE_REPLICA_CFG in state else None
+        if held_version is None or _STATE_REPLICA not in state or held_version != int(cfg["base"]):
+            raise DownlinkMismatch(f"this node holds model version {held_version}, the server sent a step "
+                                   f"from version {int(cfg['base'])}; it needs the dense model")
+        frame = cfg["frame"]
+        if not isinstance(frame, bytes):
+            raise DownlinkMismatch("the downlink frame is not bytes")
+        model = _apply_step(_to_dict(state[_STATE_REPLICA]), frame)
+    else:
+        if key not in msg.content.array_records:
+            raise DownlinkMismatch(f"the message holds no dense model {key!r} and no step")
+        model = _to_dict(msg.content[key])
+    if fingerprint(model) != crc:
+        del state[_STATE_REPLICA_CFG]  # resynchronise: the server sends the dense model next
+        raise DownlinkMismatch(f"the model of version {version} does not match the server's fingerprint")
+    state[_STATE_REPLICA] = ArrayRecord({k: Array(v) for k, v in model.items()})
+    state[_STATE_REPLICA_CFG] = ConfigRecord({"version": version})
+    del msg.content[DOWNLINK_KEY]
+    msg.content[key] = ArrayRecord({k: Array(v.copy()) for k, v in model.items()})
+    return version
+
+
 def compression_mod(**compressor_args: Any) -> Callable[[Message, Context, Callable], Message]:
     """A Flower client mod compressing the trained model's delta (arguments: those of
     :class:`~taskcodec.fl.TopKCompressor`, e.g. ``ratio=0.01, values="int8"``).
 
-    Only ``train`` messages whose content holds exactly one ArrayRecord are touched; every
+    Only ``train`` messages whose content holds exactly one ArrayRecord (or a
+    :data:`DOWNLINK_KEY` record, from a server with downlink compression) are touched; every
     other message passes through unchanged. The reply's ArrayRecord is replaced by a
-    ConfigRecord :data:`UPDATE_KEY` holding ``{"frame": bytes, "key": record name}``.
+    ConfigRecord :data:`UPDATE_KEY` holding ``{"frame": bytes, "key": record name}`` (and
+    ``"version"``, the model version trained from, under downlink compression).
     """
     TopKCompressor(**compressor_args)  # validate the arguments now, not in the first round
 
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        if msg.metadata.message_type != "train" or len(msg.content.array_records) != 1:
+        if msg.metadata.message_type != "train":
+            return call_next(msg, context)
+        version = _receive_model(msg, context) if DOWNLINK_KEY in msg.content else None
+        if len(msg.content.array_records) != 1:
             return call_next(msg, context)
         sent = _to_dict(next(iter(msg.content.array_records.values())))
         sent = {k: v.copy() for k, v in sent.items()}
@@ -93,7 +179,10 @@ def compression_mod(**compressor_args: Any) -> Callable[[Message, Context, Calla
         frame = comp.compress(delta)
         _save_state(comp, context.state)
         del reply.content.array_records[key]
-        reply.content[UPDATE_KEY] = ConfigRecord({"frame": frame, "key": key})
+        record: Dict[str, Any] = {"frame": frame, "key": key}
+        if version is not None:
+            record["version"] = version
+        reply.content[UPDATE_KEY] = ConfigRecord(record)
         return reply
 
     return mod
@@ -105,18 +194,34 @@ class CompressedStrategy(Strategy):
     Args:
         strategy: the strategy doing the aggregation (``FedAvg()`` when None).
         max_elements: per-frame limit on dense values (the frame decoder's caller limit).
+        downlink: :class:`~taskcodec.fl.TopKCompressor` arguments (e.g.
+            ``{"ratio": 0.1, "values": "int8"}``) to compress the model sent in train
+            messages too (see the module's text); None sends it dense.
 
     Attributes:
         uplink_bytes: per round, the bytes of the compressed frames received.
+        downlink_bytes: per round, the model bytes of the train messages sent (frames or
+            dense arrays); kept under downlink compression only.
+        downlink_frames: per round, how many train messages carried a frame (the others
+            carried the dense model).
         dropped: per round, ``(node_id, reason)`` of replies whose update was dropped.
     """
 
-    def __init__(self, strategy: Optional[Strategy] = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+    def __init__(self, strategy: Optional[Strategy] = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
+                 downlink: Optional[Dict[str, Any]] = None) -> None:
         self.strategy = strategy if strategy is not None else FedAvg()
         self.max_elements = int(max_elements)
         self._sent: Dict[int, Dict[str, np.ndarray]] = {}
         self.uplink_bytes: Dict[int, int] = {}
         self.dropped: Dict[int, List[Tuple[int, str]]] = {}
+        self._downlink_args = dict(downlink) if downlink is not None else None
+        self._down = TopKCompressor(**self._downlink_args) if self._downlink_args is not None else None
+        self._replica: Optional[Dict[str, np.ndarray]] = None
+        self._model: Optional[Dict[str, np.ndarray]] = None
+        self._version = 0
+        self._node_version: Dict[int, int] = {}
+        self.downlink_bytes: Dict[int, int] = {}
+        self.downlink_frames: Dict[int, int] = {}
 
     def __getattr__(self, name: str) -> Any:  # the wrapped strategy's own attributes
         if name == "strategy":
@@ -129,8 +234,51 @@ class CompressedStrategy(Strategy):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        self._sent = {server_round: {k: v.copy() for k, v in _to_dict(arrays).items()}}
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+        model = {k: v.copy() for k, v in _to_dict(arrays).items()}
+        self._sent = {server_round: model}
+        if self._down is None:
+            return self.strategy.configure_train(server_round, arrays, config, grid)
+        frame = None
+        if self._replica is None or self._model is None or not _same_layout(self._model, model):
+            self._replica = {k: v.copy() for k, v in model.items()}
+            self._down = TopKCompressor(**self._downlink_args)  # a new model: no residual
+            self._node_version.clear()
+        else:
+            # What the model moved since the last broadcast; the compressor's residual keeps
+            # what earlier frames withheld, so replica + residual == model.
+            step = {k: model[k].astype(np.float32) - self._model[k].astype(np.float32) for k in model}
+            frame = self._down.compress(step)
+            self._replica = _apply_step(self._replica, frame)
+        self._model = model
+        self._version += 1
+        crc = fingerprint(self._replica)
+        replica = ArrayRecord({k: Array(v) for k, v in self._replica.items()})
+        messages = self.strategy.configure_train(server_round, replica, config, grid)
+        self.downlink_bytes[server_round] = 0
+        self.downlink_frames[server_round] = 0
+        return [self._downlink_message(server_round, m, frame, crc) for m in messages]
+
+    def _downlink_message(self, server_round: int, msg: Message, frame: Optional[bytes], crc: int) -> Message:
+        """A copy of the wrapped strategy's train message (they share one content) carrying
+        the step frame for a node holding the previous version, else the dense replica."""
+        records = list(msg.content.array_records)
+        if len(records) != 1:
+            return msg
+        key = records[0]
+        node = msg.metadata.dst_node_id
+        content = RecordDict({k: v for k, v in msg.content.items() if k != key})
+        down: Dict[str, Any] = {"key": key, "version": self._version, "crc": crc}
+        dense_bytes = sum(v.nbytes for v in self._replica.values())
+        if frame is not None and len(frame) < dense_bytes and self._node_version.get(node) == self._version - 1:
+            down.update(frame=frame, base=self._version - 1)
+            self.downlink_bytes[server_round] += len(frame)
+            self.downlink_frames[server_round] += 1
+        else:
+            content[key] = msg.content[key]
+            self.downlink_bytes[server_round] += dense_bytes
+        content[DOWNLINK_KEY] = ConfigRecord(down)
+        return Message(content=content, dst_node_id=node, message_type=msg.metadata.message_type,
+                       ttl=msg.metadata.ttl, group_id=msg.metadata.group_id)
 
     def _densify(self, server_round: int, msg: Message) -> Optional[str]:
         """Replaces a compressed update by the dense model; the reason when it cannot."""
@@ -156,6 +304,8 @@ class CompressedStrategy(Strategy):
             if delta[k].shape != v.shape:
                 return f"tensor {k!r} has shape {delta[k].shape}, the model's is {v.shape}"
         self.uplink_bytes[server_round] = self.uplink_bytes.get(server_round, 0) + len(frame)
+        if self._down is not None and cfg.get("version") == self._version:
+            self._node_version[msg.metadata.src_node_id] = self._version
         dense = ArrayRecord({k: Array((v + delta[k]).astype(v.dtype, copy=False)) for k, v in base.items()})
         del msg.content[UPDATE_KEY]
         msg.content[key] = dense
@@ -166,6 +316,9 @@ class CompressedStrategy(Strategy):
         kept: List[Message] = []
         self.dropped.setdefault(server_round, [])
         for msg in replies:
+            # A node is sent a step next round only if this round's reply says it holds the
+            # current version (set in _densify); any other reply resynchronises it.
+            self._node_version.pop(msg.metadata.src_node_id, None)
             if not msg.has_error() and UPDATE_KEY in msg.content:
                 reason = self._densify(server_round, msg)
                 if reason is not None:
