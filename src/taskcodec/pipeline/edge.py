@@ -150,8 +150,6 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
     from fastapi import FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
 
-    from taskcodec.pipeline.models import BadInputError
-
     app = FastAPI(title="taskcodec edge", version="1")
     metrics = _Metrics()
 
