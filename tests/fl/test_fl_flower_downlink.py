@@ -182,6 +182,35 @@ def test_a_damaged_step_raises_the_frame_error_and_a_wrong_result_fails_the_fing
     assert "taskcodec.fl.replica_version" not in contexts[11].state  # it asks for the dense model
 
 
+def test_malformed_downlink_records_fail_with_downlink_mismatch():
+    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
+    mod = compression_mod(ratio=0.1, values="int8")
+    contexts = {n: _context(n) for n in NODES}
+    msg = _step_message(strategy, contexts, mod)
+    cfg = msg.content[DOWNLINK_KEY]
+    del cfg["base"]
+    with pytest.raises(DownlinkMismatch, match="malformed.*base"):
+        mod(msg, contexts[11], _train(0))
+    cfg["base"] = 1
+    cfg["frame"] = "not bytes"
+    with pytest.raises(DownlinkMismatch, match="not bytes"):
+        mod(msg, contexts[11], _train(0))
+    # A first-contact (dense) message whose model does not match its fingerprint.
+    first = list(CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
+                 .configure_train(1, _model(), ConfigRecord({}), None))[0]
+    first.content[DOWNLINK_KEY]["crc"] = 0
+    fresh = _context(11)
+    with pytest.raises(DownlinkMismatch, match="fingerprint"):
+        mod(first, fresh, _train(0))
+    assert "taskcodec.fl.replica" not in fresh.state
+    # A dense message without its model.
+    second = list(CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
+                  .configure_train(1, _model(), ConfigRecord({}), None))[0]
+    del second.content["arrays"]
+    with pytest.raises(DownlinkMismatch, match="no dense model"):
+        mod(second, fresh, _train(0))
+
+
 def test_a_failed_reply_or_a_dropped_update_sends_the_dense_model_next_round():
     strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
     mod = compression_mod(ratio=0.1, values="int8")

@@ -120,15 +120,15 @@ def _receive_model(msg: Message, context: Context) -> int:
     cfg = msg.content[DOWNLINK_KEY]
     try:
         key, version, crc = str(cfg["key"]), int(cfg["version"]), int(cfg["crc"])
+        frame, base = (cfg["frame"], int(cfg["base"])) if "frame" in cfg else (None, None)
     except (KeyError, TypeError, ValueError) as e:
         raise DownlinkMismatch(f"the downlink record is malformed: {e!r}") from None
     state = context.state
-    if "frame" in cfg:
+    if frame is not None:
         held_version = int(state[_STATE_REPLICA_CFG]["version"]) if _STATE_REPLICA_CFG in state else None
-        if held_version is None or _STATE_REPLICA not in state or held_version != int(cfg["base"]):
+        if held_version is None or _STATE_REPLICA not in state or held_version != base:
             raise DownlinkMismatch(f"this node holds model version {held_version}, the server sent a step "
-                                   f"from version {int(cfg['base'])}; it needs the dense model")
-        frame = cfg["frame"]
+                                   f"from version {base}; it needs the dense model")
         if not isinstance(frame, bytes):
             raise DownlinkMismatch("the downlink frame is not bytes")
         model = _apply_step(_to_dict(state[_STATE_REPLICA]), frame)
@@ -137,7 +137,8 @@ def _receive_model(msg: Message, context: Context) -> int:
             raise DownlinkMismatch(f"the message holds no dense model {key!r} and no step")
         model = _to_dict(msg.content[key])
     if fingerprint(model) != crc:
-        del state[_STATE_REPLICA_CFG]  # resynchronise: the server sends the dense model next
+        if _STATE_REPLICA_CFG in state:  # resynchronise: the server sends the dense model next
+            del state[_STATE_REPLICA_CFG]
         raise DownlinkMismatch(f"the model of version {version} does not match the server's fingerprint")
     state[_STATE_REPLICA] = ArrayRecord({k: Array(v) for k, v in model.items()})
     state[_STATE_REPLICA_CFG] = ConfigRecord({"version": version})
