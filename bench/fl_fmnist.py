@@ -29,6 +29,7 @@ A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M][:down=RATIO/VALU
 ``0.01:int8``, ``0.02:sign:warmup=4``, ``0.02:sign:down=0.05/int8``).
 
 Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--out DIR]
+     python bench/fl_fmnist.py --plot-only DIR/fl_fmnist.json --out DIR   (redraw the plot)
 """
 
 from __future__ import annotations
@@ -225,7 +226,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--plot-only", metavar="JSON", help="redraw the plot of a saved fl_fmnist.json into --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot(json.loads(Path(args.plot_only).read_text()), Path(args.out) / "fl_fmnist.png")
+        return 0
 
     import torch
 
@@ -293,7 +299,7 @@ def main(argv=None) -> int:
             if all("accuracy_loss_points" in x for x in rows):
                 m["worst_accuracy_loss_points"] = float(max(x["accuracy_loss_points"] for x in rows))
             mean_rows.append(m)
-    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items() if k != "out"},
+    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items() if k not in ("out", "plot_only")},
               "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
               "summary": summary, "summary_mean": mean_rows, "runs": results, "machine": machine, "wall_s": time.time() - t0,
               "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
@@ -321,38 +327,51 @@ def main(argv=None) -> int:
                   f"{m.get('last5_loss_points', nan):11.2f} {m.get('uplink_reduction_x', nan):7.1f}x "
                   f"{m.get('downlink_reduction_x', nan):9.1f}x {m.get('transfer_speedup_x', nan):8.1f}x")
 
+    plot(result, out / "fl_fmnist.png")
+    return 0
+
+
+def plot(result: Dict, path: Path) -> None:
+    """Three rows per partition (means over the seeds): accuracy per round, against the bytes
+    each client has uploaded, and against the link time so far (250 KB/s up, 500 KB/s down)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # Top: accuracy per round; bottom: accuracy against the bytes each client has uploaded
-    # (means over the seeds).
-    fig, axes = plt.subplots(2, len(args.partitions), figsize=(5.5 * len(args.partitions), 8), squeeze=False)
-    for col, pname in enumerate(args.partitions):
-        ax, bx = axes[0][col], axes[1][col]
+    nan = float("nan")
+    args, results, mean_rows = result["args"], result["runs"], result["summary_mean"]
+    partitions, clients, seeds = args["partitions"], args["clients"], args["seeds"]
+    fig, axes = plt.subplots(3, len(partitions), figsize=(5.5 * len(partitions), 12), squeeze=False)
+    for col, pname in enumerate(partitions):
+        ax, bx, cx = axes[0][col], axes[1][col], axes[2][col]
         for m in mean_rows:
             if m["partition"] != pname:
                 continue
             runs = [r for r in results if r["partition"] == pname and r["config"] == m["config"]]
             lab = m["config"] if m["config"] == "dense" else \
                 f"{m['config']} ({m.get('uplink_reduction_x', nan):.0f}x fewer up bytes)"
+            if m.get("downlink_reduction_x", 1.0) > 1.01:
+                lab = lab[:-1] + f", {m['downlink_reduction_x']:.0f}x down)"
             acc = np.mean([[100 * h["accuracy"] for h in r["history"]] for r in runs], axis=0)
-            up = np.mean([[h["uplink_bytes"] / args.clients for h in r["history"]] for r in runs], axis=0)
+            up = np.mean([[h["uplink_bytes"] / clients for h in r["history"]] for r in runs], axis=0)
+            link = np.mean([[h["transfer_s"] for h in r["history"]] for r in runs], axis=0)
             ax.plot(np.arange(1, len(acc) + 1), acc, label=lab)
             bx.plot(np.cumsum(up), acc, label=lab)
+            cx.plot(np.cumsum(link), acc, label=lab)
         seeds_txt = f", mean of {len(seeds)} seeds" if len(seeds) > 1 else ""
-        ax.set_title(f"{args.dataset}, {pname}, {args.clients} clients{seeds_txt}")
+        ax.set_title(f"{result['dataset']}, {pname}, {clients} clients{seeds_txt}")
         ax.set_xlabel("round")
         bx.set_xlabel("bytes uploaded per client (cumulative)")
-        bx.set_xscale("log")
-        for a in (ax, bx):
+        cx.set_xlabel("link time (s, cumulative): 250 KB/s up, 500 KB/s down")
+        for a in (bx, cx):
+            a.set_xscale("log")
+        for a in (ax, bx, cx):
             a.set_ylabel("test accuracy (%)")
             a.grid(alpha=0.3)
             a.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "fl_fmnist.png", dpi=120)
-    return 0
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

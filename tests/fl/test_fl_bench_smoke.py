@@ -55,6 +55,10 @@ def test_fl_fmnist_smoke(tmp_path):
     assert 0 < down[1]["downlink_bytes"] < dense_down[1]["downlink_bytes"] / 3
     assert all(s["downlink_reduction_x"] > 1 for s in res["summary"] if "down=" in s["config"])
     assert all(s["downlink_reduction_x"] == 1 for s in res["summary"] if "down=" not in s["config"])
+    # The plot can be redrawn from the saved results.
+    (tmp_path / "fl_fmnist.png").unlink()
+    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--plot-only", str(tmp_path / "fl_fmnist.json")], tmp_path)
+    assert (tmp_path / "fl_fmnist.png").stat().st_size > 0
     rows = [s for s in res["summary"] if s["partition"] == "iid" and s["config"] == "0.05:int8"]
     assert means["iid", "0.05:int8"]["worst_accuracy_loss_points"] == max(s["accuracy_loss_points"] for s in rows)
 
