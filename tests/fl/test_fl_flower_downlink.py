@@ -152,20 +152,28 @@ def _step_message(strategy, contexts, mod):
     return msg
 
 
-def test_a_node_without_the_previous_version_fails_with_a_clear_error():
-    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "sign"})
+def _step_setup(down_values="int8"):
+    """The mod, the nodes' contexts after round 1, and round 2's step message to node 11."""
+    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": down_values})
     mod = compression_mod(ratio=0.1, values="int8")
     contexts = {n: _context(n) for n in NODES}
-    msg = _step_message(strategy, contexts, mod)
+    return mod, contexts, _step_message(strategy, contexts, mod)
+
+
+def _first_message():
+    """A first-contact train message (the dense model and its version)."""
+    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
+    return list(strategy.configure_train(1, _model(), ConfigRecord({}), None))[0]
+
+
+def test_a_node_without_the_previous_version_fails_with_a_clear_error():
+    mod, _, msg = _step_setup(down_values="sign")
     with pytest.raises(DownlinkMismatch, match="holds model version None.*needs the dense model"):
         mod(msg, _context(11), _train(0))  # a restarted node: no copy of the model
 
 
 def test_a_damaged_step_raises_the_frame_error_and_a_wrong_result_fails_the_fingerprint():
-    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
-    mod = compression_mod(ratio=0.1, values="int8")
-    contexts = {n: _context(n) for n in NODES}
-    msg = _step_message(strategy, contexts, mod)
+    mod, contexts, msg = _step_setup()
     cfg = msg.content[DOWNLINK_KEY]
     frame = cfg["frame"]
     bad = bytearray(frame)
@@ -183,10 +191,7 @@ def test_a_damaged_step_raises_the_frame_error_and_a_wrong_result_fails_the_fing
 
 
 def test_malformed_downlink_records_fail_with_downlink_mismatch():
-    strategy = CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
-    mod = compression_mod(ratio=0.1, values="int8")
-    contexts = {n: _context(n) for n in NODES}
-    msg = _step_message(strategy, contexts, mod)
+    mod, contexts, msg = _step_setup()
     cfg = msg.content[DOWNLINK_KEY]
     del cfg["base"]
     with pytest.raises(DownlinkMismatch, match="malformed.*base"):
@@ -196,16 +201,14 @@ def test_malformed_downlink_records_fail_with_downlink_mismatch():
     with pytest.raises(DownlinkMismatch, match="not bytes"):
         mod(msg, contexts[11], _train(0))
     # A first-contact (dense) message whose model does not match its fingerprint.
-    first = list(CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
-                 .configure_train(1, _model(), ConfigRecord({}), None))[0]
+    first = _first_message()
     first.content[DOWNLINK_KEY]["crc"] = 0
     fresh = _context(11)
     with pytest.raises(DownlinkMismatch, match="fingerprint"):
         mod(first, fresh, _train(0))
     assert "taskcodec.fl.replica" not in fresh.state
     # A dense message without its model.
-    second = list(CompressedStrategy(Inner(), downlink={"ratio": 0.1, "values": "int8"})
-                  .configure_train(1, _model(), ConfigRecord({}), None))[0]
+    second = _first_message()
     del second.content["arrays"]
     with pytest.raises(DownlinkMismatch, match="no dense model"):
         mod(second, fresh, _train(0))
