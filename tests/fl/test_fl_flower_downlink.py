@@ -1,7 +1,8 @@
 """Downlink compression in the Flower wrapper and mod, driven without Flower's engine: the
-server's broadcast becomes a step frame for nodes holding the previous model version, every
-node's copy equals the server's replica bit for bit, and nodes that missed a round, hold no
-copy, or receive a damaged step are resynchronised with the dense model."""
+server's broadcast becomes step frames from the model version a node holds (one frame after
+one round, a chain after several rounds unsampled), every node's copy equals the server's
+replica bit for bit, and nodes that failed, hold no copy, fall too far behind or receive a
+damaged step are resynchronised with the dense model."""
 
 from __future__ import annotations
 
@@ -40,11 +41,15 @@ def _run_identity():
 
 
 class Inner:
-    """Like FedAvg: one shared content for every node; aggregates the mean of the models."""
+    """Like FedAvg: one shared content for every node sampled (``sample(round)``, all nodes
+    by default); aggregates the mean of the models."""
+
+    def __init__(self, sample=None):
+        self.sample = sample or (lambda rnd: NODES)
 
     def configure_train(self, server_round, arrays, config, grid):
         content = RecordDict({"arrays": arrays, "config": config})
-        return [Message(content=content, dst_node_id=n, message_type="train") for n in NODES]
+        return [Message(content=content, dst_node_id=n, message_type="train") for n in self.sample(server_round)]
 
     def aggregate_train(self, server_round, replies):
         models = [{k: r.content["arrays"][k].numpy() for k in SHAPES} for r in replies if not r.has_error()]
@@ -94,7 +99,7 @@ def _run_round(strategy, rnd, arrays, contexts, mod, fail=()):
     replies, received = [], {}
     for msg in messages:
         node = msg.metadata.dst_node_id
-        received[node] = "frame" in msg.content[DOWNLINK_KEY]
+        received[node] = len(msg.content[DOWNLINK_KEY].get("steps", []))
         if node in fail:  # the ClientApp raises after the mod has stored the model
             with pytest.raises(RuntimeError, match="drops out"):
                 mod(msg, contexts[node], _fail)
@@ -117,18 +122,18 @@ def test_steps_go_to_nodes_holding_the_previous_version_and_copies_match_bit_for
     dense = sum(4 * int(np.prod(s)) for s in SHAPES.values())
 
     arrays, got = _run_round(strategy, 1, arrays, contexts, mod)
-    assert got == {n: False for n in NODES}  # first contact: the dense model
+    assert got == {n: 0 for n in NODES}  # first contact: the dense model
     assert strategy.downlink_bytes[1] == 3 * dense and strategy.downlink_frames[1] == 0
 
     arrays, got = _run_round(strategy, 2, arrays, contexts, mod, fail=(13,))
-    assert got == {n: True for n in NODES}
+    assert got == {n: 1 for n in NODES}
     assert 0 < strategy.downlink_bytes[2] < 3 * dense / 4  # measured: three 480 B frames vs 4,920 B dense each
     replica = strategy._replica
     for n in NODES:  # 13 failed after storing the step: its copy is right, but the server cannot know
         assert fingerprint(_held(contexts[n])) == fingerprint(replica)
 
     arrays, got = _run_round(strategy, 3, arrays, contexts, mod)
-    assert got == {11: True, 12: True, 13: False}  # the failed node is resynchronised densely
+    assert got == {11: 1, 12: 1, 13: 0}  # the failed node is resynchronised densely
     assert strategy.downlink_frames[3] == 2
     for n in NODES:
         assert fingerprint(_held(contexts[n])) == fingerprint(strategy._replica)
@@ -148,8 +153,28 @@ def _step_message(strategy, contexts, mod):
     arrays, _ = _run_round(strategy, 1, _model(), contexts, mod)
     messages = list(strategy.configure_train(2, arrays, ConfigRecord({}), None))
     msg = next(m for m in messages if m.metadata.dst_node_id == 11)
-    assert "frame" in msg.content[DOWNLINK_KEY]
+    assert len(msg.content[DOWNLINK_KEY]["steps"]) == 1
     return msg
+
+
+def test_nodes_not_sampled_get_a_chain_of_steps_or_the_dense_model_when_too_far_behind():
+    absent = {13: range(2, 4), 12: range(2, 14)}  # 13 misses rounds 2-3, 12 misses rounds 2-13
+    strategy = CompressedStrategy(Inner(lambda rnd: [n for n in NODES if rnd not in absent.get(n, ())]),
+                                  downlink={"ratio": 0.1, "values": "int8"})
+    mod = compression_mod(ratio=0.1, values="int8")
+    contexts = {n: _context(n) for n in NODES}
+    arrays = _model()
+    for rnd in range(1, 15):
+        arrays, got = _run_round(strategy, rnd, arrays, contexts, mod)
+        if rnd == 4:
+            assert got == {11: 1, 13: 3}, got  # 13 gets the steps to versions 2, 3 and 4
+        if rnd == 14:
+            # Thirteen steps (~480 B each) would outweigh the model (4,920 B): dense.
+            assert got == {11: 1, 12: 0, 13: 1}, got
+        for n in got:
+            assert fingerprint(_held(contexts[n])) == fingerprint(strategy._replica), (rnd, n)
+    # The server keeps no more steps than a chain smaller than the model needs.
+    assert sum(len(f) for f in strategy._steps.values()) < sum(4 * int(np.prod(v)) for v in SHAPES.values())
 
 
 def _step_setup(down_values="int8"):
@@ -175,15 +200,15 @@ def test_a_node_without_the_previous_version_fails_with_a_clear_error():
 def test_a_damaged_step_raises_the_frame_error_and_a_wrong_result_fails_the_fingerprint():
     mod, contexts, msg = _step_setup()
     cfg = msg.content[DOWNLINK_KEY]
-    frame = cfg["frame"]
+    frame = cfg["steps"][0]
     bad = bytearray(frame)
     bad[len(bad) // 2] ^= 0x10
-    cfg["frame"] = bytes(bad)
+    cfg["steps"] = [bytes(bad)]
     with pytest.raises(tc.ChecksumError):
         mod(msg, contexts[11], _train(0))
     assert int(contexts[11].state["taskcodec.fl.replica_version"]["version"]) == 1  # untouched
 
-    cfg["frame"] = frame
+    cfg["steps"] = [frame]
     cfg["crc"] = (int(cfg["crc"]) + 1) & 0xFFFFFFFF
     with pytest.raises(DownlinkMismatch, match="fingerprint"):
         mod(msg, contexts[11], _train(0))
@@ -197,8 +222,12 @@ def test_malformed_downlink_records_fail_with_downlink_mismatch():
     with pytest.raises(DownlinkMismatch, match="malformed.*base"):
         mod(msg, contexts[11], _train(0))
     cfg["base"] = 1
-    cfg["frame"] = "not bytes"
+    frame = cfg["steps"][0]
+    cfg["steps"] = ["not bytes"]
     with pytest.raises(DownlinkMismatch, match="not bytes"):
+        mod(msg, contexts[11], _train(0))
+    cfg["steps"] = [frame, frame]  # two steps cannot lead from version 1 to 2
+    with pytest.raises(DownlinkMismatch, match="do not lead from version 1 to 2"):
         mod(msg, contexts[11], _train(0))
     # A first-contact (dense) message whose model does not match its fingerprint.
     first = _first_message()
@@ -233,7 +262,7 @@ def test_a_failed_reply_or_a_dropped_update_sends_the_dense_model_next_round():
     arrays, _ = strategy.aggregate_train(2, replies)
     assert [n for n, _ in strategy.dropped[2]] == [12]
     messages = list(strategy.configure_train(3, arrays, ConfigRecord({}), None))
-    got = {m.metadata.dst_node_id: "frame" in m.content[DOWNLINK_KEY] for m in messages}
+    got = {m.metadata.dst_node_id: "steps" in m.content[DOWNLINK_KEY] for m in messages}
     assert got == {11: True, 12: False, 13: True}
     dense_msg = next(m for m in messages if m.metadata.dst_node_id == 12)
     assert "arrays" in dense_msg.content.array_records

@@ -23,10 +23,12 @@ reason; the round goes on with the others.
 Downlink (optional, ``CompressedStrategy(..., downlink={"ratio": 0.1, "values": "int8"})``):
 the server also compresses what it broadcasts. It keeps the clients' copy of the model (the
 *replica*, versioned) beside its own; each round it compresses the change of its model since
-the last round with its own error-feedback :class:`~taskcodec.fl.TopKCompressor` and sends
-that frame to every node known to hold the previous version. A node that missed a round,
-failed, or is new gets the dense replica instead. The mod keeps the replica in the node's
-``context.state``, applies the frame, checks the result against the server's fingerprint
+the last round with its own error-feedback :class:`~taskcodec.fl.TopKCompressor`, and sends
+each node the frames that take the version it is known to hold to the current one (one frame
+for a node that took part in the last round; a chain for one that was not sampled since, as
+long as the chain is smaller than the model). A node that failed, is new, or is too far
+behind gets the dense replica instead. The mod keeps the replica in the node's
+``context.state``, applies the frames, checks the result against the server's fingerprint
 (CRC-32 of the replica) and trains from it; a node whose copy does not match fails that
 round with a clear error and is sent the dense replica in the next. Clients train from the
 replica; the server's model is replica + its residual, and its updates are the clients'
@@ -51,7 +53,7 @@ __all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY"
 
 #: Name of the ConfigRecord that carries a compressed update in a reply.
 UPDATE_KEY = "taskcodec.fl.update"
-#: Name of the ConfigRecord that carries the model's version (and a compressed step) in a
+#: Name of the ConfigRecord that carries the model's version (and compressed steps) in a
 #: train message of a server with downlink compression.
 DOWNLINK_KEY = "taskcodec.fl.downlink"
 _STATE_REPLICA = "taskcodec.fl.replica"
@@ -103,6 +105,8 @@ def _same_layout(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> bool:
 
 def _apply_step(replica: Dict[str, np.ndarray], frame: bytes) -> Dict[str, np.ndarray]:
     """replica + the decoded frame, computed the same way on the server and on the nodes."""
+    if not isinstance(frame, bytes):
+        raise DownlinkMismatch("a downlink step is not bytes")
     step = decompress(frame, max_tensors=min(len(replica), DEFAULT_MAX_TENSORS) or 1,
                       max_elements=max(1, sum(v.size for v in replica.values())))
     if not isinstance(step, dict) or list(step) != list(replica):
@@ -116,22 +120,24 @@ def _apply_step(replica: Dict[str, np.ndarray], frame: bytes) -> Dict[str, np.nd
 
 def _receive_model(msg: Message, context: Context) -> int:
     """Puts the dense model of a downlink message into its content (the held replica plus
-    the step, or the dense replica sent), stores it as this node's replica; its version."""
+    the steps, or the dense replica sent), stores it as this node's replica; its version."""
     cfg = msg.content[DOWNLINK_KEY]
     try:
         key, version, crc = str(cfg["key"]), int(cfg["version"]), int(cfg["crc"])
-        frame, base = (cfg["frame"], int(cfg["base"])) if "frame" in cfg else (None, None)
+        steps, base = (cfg["steps"], int(cfg["base"])) if "steps" in cfg else (None, None)
     except (KeyError, TypeError, ValueError) as e:
         raise DownlinkMismatch(f"the downlink record is malformed: {e!r}") from None
     state = context.state
-    if frame is not None:
+    if steps is not None:
         held_version = int(state[_STATE_REPLICA_CFG]["version"]) if _STATE_REPLICA_CFG in state else None
         if held_version is None or _STATE_REPLICA not in state or held_version != base:
-            raise DownlinkMismatch(f"this node holds model version {held_version}, the server sent a step "
+            raise DownlinkMismatch(f"this node holds model version {held_version}, the server sent steps "
                                    f"from version {base}; it needs the dense model")
-        if not isinstance(frame, bytes):
-            raise DownlinkMismatch("the downlink frame is not bytes")
-        model = _apply_step(_to_dict(state[_STATE_REPLICA]), frame)
+        if not isinstance(steps, list) or not steps or base + len(steps) != version:
+            raise DownlinkMismatch(f"the downlink steps do not lead from version {base} to {version}")
+        model = _to_dict(state[_STATE_REPLICA])
+        for frame in steps:
+            model = _apply_step(model, frame)
     else:
         if key not in msg.content.array_records:
             raise DownlinkMismatch(f"the message holds no dense model {key!r} and no step")
@@ -203,7 +209,7 @@ class CompressedStrategy(Strategy):
         uplink_bytes: per round, the bytes of the compressed frames received.
         downlink_bytes: per round, the model bytes of the train messages sent (frames or
             dense arrays); kept under downlink compression only.
-        downlink_frames: per round, how many train messages carried a frame (the others
+        downlink_frames: per round, how many train messages carried frames (the others
             carried the dense model).
         dropped: per round, ``(node_id, reason)`` of replies whose update was dropped.
     """
@@ -221,6 +227,7 @@ class CompressedStrategy(Strategy):
         self._model: Optional[Dict[str, np.ndarray]] = None
         self._version = 0
         self._node_version: Dict[int, int] = {}
+        self._steps: Dict[int, bytes] = {}  # version v -> the frame from v - 1 to v
         self.downlink_bytes: Dict[int, int] = {}
         self.downlink_frames: Dict[int, int] = {}
 
@@ -244,6 +251,7 @@ class CompressedStrategy(Strategy):
             self._replica = {k: v.copy() for k, v in model.items()}
             self._down = TopKCompressor(**self._downlink_args)  # a new model: no residual
             self._node_version.clear()
+            self._steps.clear()
         else:
             # What the model moved since the last broadcast; the compressor's residual keeps
             # what earlier frames withheld, so replica + residual == model.
@@ -252,16 +260,36 @@ class CompressedStrategy(Strategy):
             self._replica = _apply_step(self._replica, frame)
         self._model = model
         self._version += 1
+        if frame is not None:
+            self._steps[self._version] = frame
+            # Keep the newest frames while their sum is below the model's size: a longer chain
+            # is never sent (the dense model is smaller).
+            dense_bytes, total = sum(v.nbytes for v in self._replica.values()), 0
+            for v in sorted(self._steps, reverse=True):
+                total += len(self._steps[v])
+                if total >= dense_bytes:
+                    del self._steps[v]
         crc = fingerprint(self._replica)
         replica = ArrayRecord({k: Array(v) for k, v in self._replica.items()})
         messages = self.strategy.configure_train(server_round, replica, config, grid)
         self.downlink_bytes[server_round] = 0
         self.downlink_frames[server_round] = 0
-        return [self._downlink_message(server_round, m, frame, crc) for m in messages]
+        return [self._downlink_message(server_round, m, crc) for m in messages]
 
-    def _downlink_message(self, server_round: int, msg: Message, frame: Optional[bytes], crc: int) -> Message:
+    def _chain(self, node: int, dense_bytes: int) -> Optional[List[bytes]]:
+        """The frames from the version ``node`` holds to the current one; None when the node's
+        version is unknown or the chain would not be smaller than the dense model."""
+        held = self._node_version.get(node)
+        if held is None or held >= self._version:
+            return None
+        chain = [self._steps.get(v) for v in range(held + 1, self._version + 1)]
+        if any(f is None for f in chain) or sum(len(f) for f in chain) >= dense_bytes:
+            return None
+        return chain
+
+    def _downlink_message(self, server_round: int, msg: Message, crc: int) -> Message:
         """A copy of the wrapped strategy's train message (they share one content) carrying
-        the step frame for a node holding the previous version, else the dense replica."""
+        the frames from the version the node holds, else the dense replica."""
         records = list(msg.content.array_records)
         if len(records) != 1:
             return msg
@@ -270,9 +298,10 @@ class CompressedStrategy(Strategy):
         content = RecordDict({k: v for k, v in msg.content.items() if k != key})
         down: Dict[str, Any] = {"key": key, "version": self._version, "crc": crc}
         dense_bytes = sum(v.nbytes for v in self._replica.values())
-        if frame is not None and len(frame) < dense_bytes and self._node_version.get(node) == self._version - 1:
-            down.update(frame=frame, base=self._version - 1)
-            self.downlink_bytes[server_round] += len(frame)
+        chain = self._chain(node, dense_bytes)
+        if chain is not None:
+            down.update(steps=chain, base=self._version - len(chain))
+            self.downlink_bytes[server_round] += sum(len(f) for f in chain)
             self.downlink_frames[server_round] += 1
         else:
             content[key] = msg.content[key]
@@ -317,8 +346,9 @@ class CompressedStrategy(Strategy):
         kept: List[Message] = []
         self.dropped.setdefault(server_round, [])
         for msg in replies:
-            # A node is sent a step next round only if this round's reply says it holds the
-            # current version (set in _densify); any other reply resynchronises it.
+            # A node that replies is sent steps later only if its reply says it holds the
+            # current version (set in _densify); any other reply resynchronises it. Nodes not
+            # sampled keep the version they last reported.
             self._node_version.pop(msg.metadata.src_node_id, None)
             if not msg.has_error() and UPDATE_KEY in msg.content:
                 reason = self._densify(server_round, msg)
