@@ -82,8 +82,8 @@ def test_frames_that_do_not_fit_the_sent_model_are_dropped_with_reasons():
     # a dense buffer is allocated for them.
     assert reasons[1].startswith("LimitExceededError") and "max_tensors = 2" in reasons[1]
     assert reasons[2].startswith("LimitExceededError") and "max_elements = 16" in reasons[2]
-    assert reasons[3] == "the update's tensors are not the model's"
-    assert "has shape (4, 3)" in reasons[4]
+    assert reasons[3] == "ModelMismatch: the frame's tensors are not the model's"
+    assert reasons[4] == "ModelMismatch: tensor 'w' has shape (4, 3), the model's is (3, 4)"
     assert reasons[5].startswith("ChecksumError")
     assert reasons[6].startswith("CorruptStreamError")
     assert reasons[7] == "the update record does not hold a frame and a key"

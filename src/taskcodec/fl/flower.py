@@ -49,7 +49,8 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from taskcodec.errors import TaskcodecError
 from taskcodec.fl.compressor import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS, TopKCompressor, decompress
 
-__all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY", "DownlinkMismatch", "fingerprint"]
+__all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY", "ModelMismatch",
+           "DownlinkMismatch", "fingerprint"]
 
 #: Name of the ConfigRecord that carries a compressed update in a reply.
 UPDATE_KEY = "taskcodec.fl.update"
@@ -85,8 +86,12 @@ def _save_state(comp: TopKCompressor, state: RecordDict) -> None:
         state[_STATE_VEL] = ArrayRecord({k: Array(v) for k, v in comp.velocities.items()})
 
 
-class DownlinkMismatch(TaskcodecError):
-    """A node's copy of the model does not fit the compressed step the server sent."""
+class ModelMismatch(TaskcodecError):
+    """A frame that decoded but does not fit the model it is added to (names, shapes)."""
+
+
+class DownlinkMismatch(ModelMismatch):
+    """A node's copy of the model does not fit the compressed steps the server sent."""
 
 
 def fingerprint(arrays: Dict[str, np.ndarray]) -> int:
@@ -103,24 +108,29 @@ def _same_layout(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> bool:
     return list(a) == list(b) and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
 
 
-def _apply_step(replica: Dict[str, np.ndarray], frame: bytes) -> Dict[str, np.ndarray]:
-    """replica + the decoded frame, computed the same way on the server and on the nodes."""
-    if not isinstance(frame, bytes):
-        raise DownlinkMismatch("a downlink step is not bytes")
-    step = decompress(frame, max_tensors=min(len(replica), DEFAULT_MAX_TENSORS) or 1,
-                      max_elements=max(1, sum(v.size for v in replica.values())))
-    if not isinstance(step, dict) or list(step) != list(replica):
-        raise DownlinkMismatch("the model step's tensors are not those of this node's model")
-    for k, v in replica.items():
-        if step[k].shape != v.shape:
-            raise DownlinkMismatch(f"the model step's tensor {k!r} has shape {step[k].shape}, "
-                                   f"this node's is {v.shape}")
-    return {k: (v + step[k]).astype(v.dtype, copy=False) for k, v in replica.items()}
+def _add_frame(model: Dict[str, np.ndarray], frame: bytes,
+               max_elements: int = DEFAULT_MAX_ELEMENTS) -> Dict[str, np.ndarray]:
+    """model + the decoded frame, in the model's dtypes: the same arithmetic for the clients'
+    updates on the server and for the server's steps on the server and the nodes.
+
+    The frame may describe no more tensors or values than the model has, so a hostile frame
+    is refused before any dense buffer is allocated for it (the frame's own errors), and its
+    tensors must be the model's (:class:`ModelMismatch`).
+    """
+    delta = decompress(frame, max_tensors=min(len(model), DEFAULT_MAX_TENSORS) or 1,
+                       max_elements=max(1, min(max_elements, sum(v.size for v in model.values()))))
+    if not isinstance(delta, dict) or list(delta) != list(model):
+        raise ModelMismatch("the frame's tensors are not the model's")
+    for k, v in model.items():
+        if delta[k].shape != v.shape:
+            raise ModelMismatch(f"tensor {k!r} has shape {delta[k].shape}, the model's is {v.shape}")
+    return {k: (v + delta[k]).astype(v.dtype, copy=False) for k, v in model.items()}
 
 
-def _receive_model(msg: Message, context: Context) -> int:
+def _receive_model(msg: Message, context: Context) -> Tuple[int, Dict[str, np.ndarray]]:
     """Puts the dense model of a downlink message into its content (the held replica plus
-    the steps, or the dense replica sent), stores it as this node's replica; its version."""
+    the steps, or the dense replica sent) and stores it as this node's replica; its version
+    and the model."""
     cfg = msg.content[DOWNLINK_KEY]
     try:
         key, version, crc = str(cfg["key"]), int(cfg["version"]), int(cfg["crc"])
@@ -137,7 +147,9 @@ def _receive_model(msg: Message, context: Context) -> int:
             raise DownlinkMismatch(f"the downlink steps do not lead from version {base} to {version}")
         model = _to_dict(state[_STATE_REPLICA])
         for frame in steps:
-            model = _apply_step(model, frame)
+            if not isinstance(frame, bytes):
+                raise DownlinkMismatch("a downlink step is not bytes")
+            model = _add_frame(model, frame)
     else:
         if key not in msg.content.array_records:
             raise DownlinkMismatch(f"the message holds no dense model {key!r} and no step")
@@ -149,8 +161,8 @@ def _receive_model(msg: Message, context: Context) -> int:
     state[_STATE_REPLICA] = ArrayRecord({k: Array(v) for k, v in model.items()})
     state[_STATE_REPLICA_CFG] = ConfigRecord({"version": version})
     del msg.content[DOWNLINK_KEY]
-    msg.content[key] = ArrayRecord({k: Array(v.copy()) for k, v in model.items()})
-    return version
+    msg.content[key] = ArrayRecord({k: Array(v) for k, v in model.items()})  # Array copies
+    return version, model
 
 
 def compression_mod(**compressor_args: Any) -> Callable[[Message, Context, Callable], Message]:
@@ -168,11 +180,11 @@ def compression_mod(**compressor_args: Any) -> Callable[[Message, Context, Calla
     def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
         if msg.metadata.message_type != "train":
             return call_next(msg, context)
-        version = _receive_model(msg, context) if DOWNLINK_KEY in msg.content else None
+        version, sent = _receive_model(msg, context) if DOWNLINK_KEY in msg.content else (None, None)
         if len(msg.content.array_records) != 1:
             return call_next(msg, context)
-        sent = _to_dict(next(iter(msg.content.array_records.values())))
-        sent = {k: v.copy() for k, v in sent.items()}
+        if sent is None:
+            sent = {k: v.copy() for k, v in _to_dict(next(iter(msg.content.array_records.values()))).items()}
         reply = call_next(msg, context)
         if reply.has_error() or len(reply.content.array_records) != 1:
             return reply
@@ -218,13 +230,13 @@ class CompressedStrategy(Strategy):
                  downlink: Optional[Dict[str, Any]] = None) -> None:
         self.strategy = strategy if strategy is not None else FedAvg()
         self.max_elements = int(max_elements)
-        self._sent: Dict[int, Dict[str, np.ndarray]] = {}
+        self._sent_round: Optional[int] = None  # the round of the last train messages and
+        self._sent_model: Dict[str, np.ndarray] = {}  # the server's model then
         self.uplink_bytes: Dict[int, int] = {}
         self.dropped: Dict[int, List[Tuple[int, str]]] = {}
         self._downlink_args = dict(downlink) if downlink is not None else None
         self._down = TopKCompressor(**self._downlink_args) if self._downlink_args is not None else None
         self._replica: Optional[Dict[str, np.ndarray]] = None
-        self._model: Optional[Dict[str, np.ndarray]] = None
         self._version = 0
         self._node_version: Dict[int, int] = {}
         self._steps: Dict[int, bytes] = {}  # version v -> the frame from v - 1 to v
@@ -243,11 +255,11 @@ class CompressedStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         model = {k: v.copy() for k, v in _to_dict(arrays).items()}
-        self._sent = {server_round: model}
+        previous, self._sent_round, self._sent_model = self._sent_model, server_round, model
         if self._down is None:
             return self.strategy.configure_train(server_round, arrays, config, grid)
         frame = None
-        if self._replica is None or self._model is None or not _same_layout(self._model, model):
+        if self._replica is None or not _same_layout(previous, model):
             self._replica = {k: v.copy() for k, v in model.items()}
             self._down = TopKCompressor(**self._downlink_args)  # a new model: no residual
             self._node_version.clear()
@@ -255,16 +267,16 @@ class CompressedStrategy(Strategy):
         else:
             # What the model moved since the last broadcast; the compressor's residual keeps
             # what earlier frames withheld, so replica + residual == model.
-            step = {k: model[k].astype(np.float32) - self._model[k].astype(np.float32) for k in model}
+            step = {k: model[k].astype(np.float32) - previous[k].astype(np.float32) for k in model}
             frame = self._down.compress(step)
-            self._replica = _apply_step(self._replica, frame)
-        self._model = model
+            self._replica = _add_frame(self._replica, frame)
         self._version += 1
+        dense_bytes = sum(v.nbytes for v in self._replica.values())
         if frame is not None:
             self._steps[self._version] = frame
             # Keep the newest frames while their sum is below the model's size: a longer chain
             # is never sent (the dense model is smaller).
-            dense_bytes, total = sum(v.nbytes for v in self._replica.values()), 0
+            total = 0
             for v in sorted(self._steps, reverse=True):
                 total += len(self._steps[v])
                 if total >= dense_bytes:
@@ -274,7 +286,7 @@ class CompressedStrategy(Strategy):
         messages = self.strategy.configure_train(server_round, replica, config, grid)
         self.downlink_bytes[server_round] = 0
         self.downlink_frames[server_round] = 0
-        return [self._downlink_message(server_round, m, crc) for m in messages]
+        return [self._downlink_message(server_round, m, crc, dense_bytes) for m in messages]
 
     def _chain(self, node: int, dense_bytes: int) -> Optional[List[bytes]]:
         """The frames from the version ``node`` holds to the current one; None when the node's
@@ -287,7 +299,7 @@ class CompressedStrategy(Strategy):
             return None
         return chain
 
-    def _downlink_message(self, server_round: int, msg: Message, crc: int) -> Message:
+    def _downlink_message(self, server_round: int, msg: Message, crc: int, dense_bytes: int) -> Message:
         """A copy of the wrapped strategy's train message (they share one content) carrying
         the frames from the version the node holds, else the dense replica."""
         records = list(msg.content.array_records)
@@ -297,7 +309,6 @@ class CompressedStrategy(Strategy):
         node = msg.metadata.dst_node_id
         content = RecordDict({k: v for k, v in msg.content.items() if k != key})
         down: Dict[str, Any] = {"key": key, "version": self._version, "crc": crc}
-        dense_bytes = sum(v.nbytes for v in self._replica.values())
         chain = self._chain(node, dense_bytes)
         if chain is not None:
             down.update(steps=chain, base=self._version - len(chain))
@@ -313,32 +324,22 @@ class CompressedStrategy(Strategy):
     def _densify(self, server_round: int, msg: Message) -> Optional[str]:
         """Replaces a compressed update by the dense model; the reason when it cannot."""
         cfg = msg.content[UPDATE_KEY]
-        base = self._sent.get(server_round)
-        if base is None:
+        if server_round != self._sent_round:
             return "no model was sent in this round"
         try:
             frame, key = cfg["frame"], cfg["key"]
             if not isinstance(frame, bytes) or not isinstance(key, str):
                 return "the update record does not hold a frame and a key"
-            # The frame may describe no more tensors or values than the model sent this round:
-            # a hostile frame is refused before any dense buffer is allocated for it.
-            delta = decompress(frame, max_tensors=min(len(base), DEFAULT_MAX_TENSORS) or 1,
-                               max_elements=min(self.max_elements, sum(v.size for v in base.values())))
+            trained = _add_frame(self._sent_model, frame, self.max_elements)
         except TaskcodecError as e:
             return f"{type(e).__name__}: {e}"
         except KeyError as e:
             return f"the update record lacks {e}"
-        if not isinstance(delta, dict) or list(delta) != list(base):
-            return "the update's tensors are not the model's"
-        for k, v in base.items():
-            if delta[k].shape != v.shape:
-                return f"tensor {k!r} has shape {delta[k].shape}, the model's is {v.shape}"
         self.uplink_bytes[server_round] = self.uplink_bytes.get(server_round, 0) + len(frame)
         if self._down is not None and cfg.get("version") == self._version:
             self._node_version[msg.metadata.src_node_id] = self._version
-        dense = ArrayRecord({k: Array((v + delta[k]).astype(v.dtype, copy=False)) for k, v in base.items()})
         del msg.content[UPDATE_KEY]
-        msg.content[key] = dense
+        msg.content[key] = ArrayRecord({k: Array(v) for k, v in trained.items()})
         return None
 
     def aggregate_train(self, server_round: int,
