@@ -29,7 +29,7 @@ A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M][:down=RATIO/VALU
 ``0.01:int8``, ``0.02:sign:warmup=4``, ``0.02:sign:down=0.05/int8``).
 
 Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--out DIR]
-     python bench/fl_fmnist.py --plot-only DIR/fl_fmnist.json --out DIR   (redraw the plot)
+     python bench/fl_fmnist.py --from-json DIR/fl_fmnist.json --out DIR   (tables and plot again)
 """
 
 from __future__ import annotations
@@ -226,11 +226,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    ap.add_argument("--plot-only", metavar="JSON", help="redraw the plot of a saved fl_fmnist.json into --out")
+    ap.add_argument("--from-json", metavar="JSON",
+                    help="no training: recompute the tables and the plot from the runs of a saved "
+                         "fl_fmnist.json, written to --out")
     args = ap.parse_args(argv)
-    if args.plot_only:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        plot(json.loads(Path(args.plot_only).read_text()), Path(args.out) / "fl_fmnist.png")
+    if args.from_json:
+        report(json.loads(Path(args.from_json).read_text()), Path(args.out))
         return 0
 
     import torch
@@ -259,22 +260,37 @@ def main(argv=None) -> int:
                 print(f"  seed {seed} {pname:>6} {cfg:>20}: acc {h['accuracy']:.4f}, uplink/client/round "
                       f"{h['uplink_bytes'] / args.clients / 1e3:.2f} kB", flush=True)
     args.seeds = seeds
+    result = {"benchmark": "fl_fmnist", "dataset": args.dataset,
+              "args": {k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
+              "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
+              "runs": results, "machine": machine, "wall_s": time.time() - t0,
+              "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
+    report(result, Path(args.out))
+    return 0
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def summarize(runs: List[Dict], args: Dict) -> Tuple[List[Dict], List[Dict]]:
+    """Per run, and mean over seeds per (partition, config) with the worst seed's loss. Per
+    round figures "after the first" leave out round 1, whose download is the dense model in
+    every run."""
+    clients = args["clients"]
     summary = []
-    for r in results:
-        dense = next((d for d in results if d["partition"] == r["partition"] and d["config"] == "dense"
+    for r in runs:
+        dense = next((d for d in runs if d["partition"] == r["partition"] and d["config"] == "dense"
                       and d["seed"] == r["seed"]), None)
         hist = r["history"]
+        later = hist[1:] or hist
         up = sum(h["uplink_bytes"] for h in hist)
         down = sum(h["downlink_bytes"] for h in hist)
         row = {"seed": r["seed"], "partition": r["partition"], "config": r["config"],
                "final_accuracy": hist[-1]["accuracy"],
                "last5_mean_accuracy": float(np.mean([h["accuracy"] for h in hist[-5:]])),
                "best_accuracy": max(h["accuracy"] for h in hist), "uplink_bytes_total": up,
-               "uplink_bytes_per_client_round": up / len(hist) / args.clients,
-               "downlink_bytes_per_client_round": down / len(hist) / args.clients,
+               "uplink_bytes_per_client_round": up / len(hist) / clients,
+               "downlink_bytes_per_client_round": down / len(hist) / clients,
+               "downlink_bytes_per_client_round_after_first":
+                   float(np.mean([h["downlink_bytes"] for h in later])) / clients,
+               "transfer_s_per_round_after_first": float(np.mean([h["transfer_s"] for h in later])),
                "transfer_s_total": sum(h["transfer_s"] for h in hist)}
         if dense is not None:
             dup = sum(h["uplink_bytes"] for h in dense["history"])
@@ -285,50 +301,53 @@ def main(argv=None) -> int:
             row["last5_loss_points"] = 100 * (np.mean([h["accuracy"] for h in dense["history"][-5:]])
                                               - row["last5_mean_accuracy"])
         summary.append(row)
-    # Mean over seeds per (partition, config), with the worst seed's loss.
     mean_rows = []
-    for pname in args.partitions:
-        for cfg in args.configs:
+    for pname in args["partitions"]:
+        for cfg in args["configs"]:
             rows = [x for x in summary if x["partition"] == pname and x["config"] == cfg]
             m = {"partition": pname, "config": cfg, "seeds": len(rows)}
-            for key in ("final_accuracy", "last5_mean_accuracy", "uplink_bytes_per_client_round",
-                        "downlink_bytes_per_client_round", "transfer_s_total", "uplink_reduction_x",
-                        "downlink_reduction_x", "transfer_speedup_x", "accuracy_loss_points", "last5_loss_points"):
-                if all(key in x for x in rows):
+            for key in rows[0]:
+                if key not in ("seed", "partition", "config") and all(key in x for x in rows):
                     m[key] = float(np.mean([x[key] for x in rows]))
-            if all("accuracy_loss_points" in x for x in rows):
+            if "accuracy_loss_points" in m:
                 m["worst_accuracy_loss_points"] = float(max(x["accuracy_loss_points"] for x in rows))
             mean_rows.append(m)
-    result = {"benchmark": "fl_fmnist", "dataset": args.dataset, "args": {k: v for k, v in vars(args).items() if k not in ("out", "plot_only")},
-              "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
-              "summary": summary, "summary_mean": mean_rows, "runs": results, "machine": machine, "wall_s": time.time() - t0,
-              "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
+    return summary, mean_rows
+
+
+def report(result: Dict, out: Path) -> None:
+    """Summaries into ``result``, then fl_fmnist.json, the tables and fl_fmnist.png in ``out``."""
+    args = result["args"]
+    result["summary"], result["summary_mean"] = summarize(result["runs"], args)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "fl_fmnist.json").write_text(json.dumps(result, indent=2))
 
     nan = float("nan")
-    print(f"\nFederated {args.dataset}: {args.clients} clients, {args.rounds} rounds, "
-          f"{results[0]['params']:,} parameters, seeds {seeds}; {machine_summary(machine)}")
+    print(f"\nFederated {result['dataset']}: {args['clients']} clients, {args['rounds']} rounds, "
+          f"{result['params']:,} parameters, seeds {args['seeds']}; {machine_summary(result['machine'])}")
+    print("(down and link: per round after the first, whose download is the dense model in every run)")
     print(f"{'seed':>4} {'partition':>9} {'config':>28} {'final acc':>9} {'loss pts':>8} {'last-5 loss':>11} "
-          f"{'up/client/round':>16} {'up fewer':>8} {'down/client/round':>18} {'down fewer':>10} {'transfer':>9}")
-    for s in summary:
+          f"{'up/client/round':>16} {'up fewer':>8} {'down/client/round':>18} {'link/round':>10} "
+          f"{'link total':>10}")
+    for s in result["summary"]:
         print(f"{s['seed']:>4} {s['partition']:>9} {s['config']:>28} {s['final_accuracy']*100:8.2f}% "
               f"{s.get('accuracy_loss_points', nan):8.2f} {s.get('last5_loss_points', nan):11.2f} "
-              f"{s['uplink_bytes_per_client_round']/1e3:13.2f} kB "
-              f"{s.get('uplink_reduction_x', nan):7.1f}x "
-              f"{s['downlink_bytes_per_client_round']/1e3:15.2f} kB "
-              f"{s.get('downlink_reduction_x', nan):9.1f}x {s['transfer_s_total']:8.1f}s")
-    if len(seeds) > 1:
-        print(f"\nMean over seeds {seeds}:")
+              f"{s['uplink_bytes_per_client_round']/1e3:13.2f} kB {s.get('uplink_reduction_x', nan):7.1f}x "
+              f"{s['downlink_bytes_per_client_round_after_first']/1e3:15.2f} kB "
+              f"{s['transfer_s_per_round_after_first']:9.3f}s {s['transfer_s_total']:9.1f}s")
+    if len(args["seeds"]) > 1:
+        print(f"\nMean over seeds {args['seeds']}:")
         print(f"{'partition':>9} {'config':>28} {'final acc':>9} {'loss pts':>8} {'worst seed':>10} "
-              f"{'last-5 loss':>11} {'up fewer':>8} {'down fewer':>10} {'link time':>9}")
-        for m in mean_rows:
+              f"{'last-5 loss':>11} {'up fewer':>8} {'down/client/round':>18} {'link/round':>10} "
+              f"{'link total':>10} {'faster':>7}")
+        for m in result["summary_mean"]:
             print(f"{m['partition']:>9} {m['config']:>28} {m['final_accuracy']*100:8.2f}% "
                   f"{m.get('accuracy_loss_points', nan):8.2f} {m.get('worst_accuracy_loss_points', nan):10.2f} "
                   f"{m.get('last5_loss_points', nan):11.2f} {m.get('uplink_reduction_x', nan):7.1f}x "
-                  f"{m.get('downlink_reduction_x', nan):9.1f}x {m.get('transfer_speedup_x', nan):8.1f}x")
-
+                  f"{m['downlink_bytes_per_client_round_after_first']/1e3:15.2f} kB "
+                  f"{m['transfer_s_per_round_after_first']:9.3f}s {m['transfer_s_total']:9.1f}s "
+                  f"{m.get('transfer_speedup_x', nan):6.1f}x")
     plot(result, out / "fl_fmnist.png")
-    return 0
 
 
 def plot(result: Dict, path: Path) -> None:
@@ -339,7 +358,6 @@ def plot(result: Dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    nan = float("nan")
     args, results, mean_rows = result["args"], result["runs"], result["summary_mean"]
     partitions, clients, seeds = args["partitions"], args["clients"], args["seeds"]
     fig, axes = plt.subplots(3, len(partitions), figsize=(5.5 * len(partitions), 12), squeeze=False)
@@ -349,10 +367,9 @@ def plot(result: Dict, path: Path) -> None:
             if m["partition"] != pname:
                 continue
             runs = [r for r in results if r["partition"] == pname and r["config"] == m["config"]]
-            lab = m["config"] if m["config"] == "dense" else \
-                f"{m['config']} ({m.get('uplink_reduction_x', nan):.0f}x fewer up bytes)"
-            if m.get("downlink_reduction_x", 1.0) > 1.01:
-                lab = lab[:-1] + f", {m['downlink_reduction_x']:.0f}x down)"
+            fewer = [f"{m[k]:.0f}x fewer {way} bytes" for k, way in
+                     (("uplink_reduction_x", "up"), ("downlink_reduction_x", "down")) if m.get(k, 1.0) > 1.01]
+            lab = f"{m['config']} ({', '.join(fewer)})" if fewer else m["config"]
             acc = np.mean([[100 * h["accuracy"] for h in r["history"]] for r in runs], axis=0)
             up = np.mean([[h["uplink_bytes"] / clients for h in r["history"]] for r in runs], axis=0)
             link = np.mean([[h["transfer_s"] for h in r["history"]] for r in runs], axis=0)

@@ -55,10 +55,15 @@ def test_fl_fmnist_smoke(tmp_path):
     assert 0 < down[1]["downlink_bytes"] < dense_down[1]["downlink_bytes"] / 3
     assert all(s["downlink_reduction_x"] > 1 for s in res["summary"] if "down=" in s["config"])
     assert all(s["downlink_reduction_x"] == 1 for s in res["summary"] if "down=" not in s["config"])
-    # The plot can be redrawn from the saved results.
-    (tmp_path / "fl_fmnist.png").unlink()
-    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--plot-only", str(tmp_path / "fl_fmnist.json")], tmp_path)
-    assert (tmp_path / "fl_fmnist.png").stat().st_size > 0
+    # Per round after the first, a compressed downlink carries frames only.
+    row = next(s for s in res["summary"] if s["config"] == "0.05:int8:down=0.2/int8")
+    assert row["downlink_bytes_per_client_round_after_first"] == down[1]["downlink_bytes"] / 3
+    # Tables and plot again from the saved runs, without training: the same summaries.
+    again = tmp_path / "again"
+    out = _run([str(ROOT / "bench" / "fl_fmnist.py"), "--from-json", str(tmp_path / "fl_fmnist.json")], again)
+    redone = json.loads((again / "fl_fmnist.json").read_text())
+    assert redone["summary"] == res["summary"] and redone["summary_mean"] == res["summary_mean"]
+    assert (again / "fl_fmnist.png").stat().st_size > 0 and "Mean over seeds [0, 1]" in out
     rows = [s for s in res["summary"] if s["partition"] == "iid" and s["config"] == "0.05:int8"]
     assert means["iid", "0.05:int8"]["worst_accuracy_loss_points"] == max(s["accuracy_loss_points"] for s in rows)
 
