@@ -7,13 +7,11 @@ except under CI (``CI`` set), where a missing piece is a failure.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 import taskcodec as tc
 from ci_support import require, skip_unless_ci
-
 
 require("torch")
 require("torchvision")
