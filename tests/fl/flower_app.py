@@ -39,6 +39,16 @@ def dropped(server_round: int, partition: int) -> bool:
     return np.random.default_rng(server_round * 7919 + partition).random() < DROP_RATE
 
 
+def frames_expected(nodes: int, rounds: int) -> dict:
+    """Train messages that carry downlink frames per round: none in round 1 (first contact),
+    then one per node whose update of the round before arrived intact (not dropped out, and
+    not the corrupted frame of partition 3 in round 2)."""
+    expected = {1: 0}
+    for rnd in range(2, rounds + 1):
+        expected[rnd] = sum(not dropped(rnd - 1, p) and (rnd - 1, p) != (2, 3) for p in range(nodes))
+    return expected
+
+
 def corrupt_mod(msg: Message, context: Context, call_next) -> Message:
     """Damages the frame of partition 3 in round 2 (after compression: mods run outside in)."""
     reply = call_next(msg, context)
