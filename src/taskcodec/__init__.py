@@ -14,9 +14,23 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from taskcodec.errors import (
+    ArgumentTypeError,
+    AuthenticationError,
+    BadInputError,
     ChecksumError,
     CorruptStreamError,
+    CudaUnavailableError,
+    DownlinkMismatch,
+    EdgeUnavailable,
     LimitExceededError,
+    MissingDataError,
+    MissingDependencyError,
+    MissingWeightsError,
+    ModelMismatch,
+    PipelineError,
+    PlanError,
+    PlanRefused,
+    SplitError,
     TableMismatchError,
     TaskcodecError,
     UnsupportedVersionError,
@@ -29,33 +43,32 @@ from taskcodec.codec import (
     decode_batch,
     dequantize,
     encode,
+    fit_table,
     quantize,
     read_header,
 )
 from taskcodec import _core
 
 
-_LAZY_SUBMODULES = {"nn": "nn", "split": "nn"}  # submodule -> the extra that provides torch
-_LAZY_SUBPACKAGES = ("fl",)  # numpy-level; its flower / ddp modules import flwr / torch
+# Subpackages that load on first attribute access (PEP 562), and the extra that provides what
+# they import: ``tc.nn`` and ``tc.split`` need torch; ``tc.zoo`` and ``tc.pipeline`` need torch
+# once a model is loaded; ``tc.fl`` is numpy-level (its flower / ddp modules import flwr / torch).
+_LAZY_SUBPACKAGES = {"nn": "nn", "split": "nn", "fl": None, "zoo": None, "pipeline": None}
 
 
-def __getattr__(name: str):  # PEP 562: heavy subpackages load on first attribute access
+def __getattr__(name: str):
     import importlib
+    import importlib.util
 
-    if name in _LAZY_SUBMODULES:
-        try:
-            import torch  # noqa: F401
-        except ImportError as e:
-            raise ImportError(
-                f"taskcodec.{name} needs PyTorch: install it with "
-                f"pip install 'taskcodec[{_LAZY_SUBMODULES[name]}]'"
-            ) from e
-        module = importlib.import_module(f"taskcodec.{name}")
-        globals()[name] = module
-        return module
-    if name in _LAZY_SUBPACKAGES:
-        return importlib.import_module(f"taskcodec.{name}")
-    raise AttributeError(f"module 'taskcodec' has no attribute {name!r}")
+    if name not in _LAZY_SUBPACKAGES:
+        raise AttributeError(f"module 'taskcodec' has no attribute {name!r}")
+    extra = _LAZY_SUBPACKAGES[name]
+    if extra is not None and importlib.util.find_spec("torch") is None:
+        raise MissingDependencyError(
+            f"taskcodec.{name} needs PyTorch: install it with pip install 'taskcodec[{extra}]'")
+    module = importlib.import_module(f"taskcodec.{name}")
+    globals()[name] = module
+    return module
 
 
 def has_cuda() -> bool:
@@ -70,6 +83,7 @@ __all__ = [
     "__version__",
     "has_cuda",
     "CdfTable",
+    "fit_table",
     "FrameInfo",
     "encode",
     "decode",
@@ -84,4 +98,18 @@ __all__ = [
     "UnsupportedVersionError",
     "TableMismatchError",
     "LimitExceededError",
+    "ArgumentTypeError",
+    "CudaUnavailableError",
+    "SplitError",
+    "MissingDataError",
+    "MissingDependencyError",
+    "MissingWeightsError",
+    "ModelMismatch",
+    "DownlinkMismatch",
+    "PipelineError",
+    "BadInputError",
+    "PlanError",
+    "PlanRefused",
+    "EdgeUnavailable",
+    "AuthenticationError",
 ]
