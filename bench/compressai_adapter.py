@@ -48,7 +48,7 @@ def median_s(fn: Callable[[], Any], repeats: int):
 
 
 def photo(name: str) -> torch.Tensor:
-    from taskcodec.demo import load_photo
+    from taskcodec.zoo.photos import load_photo
 
     img = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
     h, w = (img.shape[1] // 64) * 64, (img.shape[2] // 64) * 64

@@ -17,12 +17,12 @@ Downlinks are the dense float32 model (4 bytes a parameter), unless a config ask
 ``TopKCompressor`` (error feedback on the server), every client adds the decoded frame to its
 copy of the model, and the model evaluated is that copy (what the clients hold). The first
 round's download is the dense model in every run. Per round the script records test accuracy
-(10 k images), uplink and downlink bytes of the whole round, and transfer time at 250 KB/s up
-and 500 KB/s down (one download plus one client's upload, clients on their own links). It ends
+(10 k images), uplink and downlink bytes of the whole round, and transfer time at 250 kB/s up
+and 500 kB/s down (one download plus one client's upload, clients on their own links). It ends
 with a table and a plot.
 
-Data: Fashion-MNIST IDX files from ``--data`` (default: the Debian package's folder
-``/usr/share/datasets/fashion-mnist``; torchvision's ``<root>/FashionMNIST/raw`` works too).
+Data: Fashion-MNIST IDX files from ``--data`` (default: where ``make data`` put them, found by
+``taskcodec.nn.datasets.find_fashion_mnist``; torchvision's ``<root>/FashionMNIST/raw`` works too).
 ``--dataset cifar10 --data <root>`` runs CIFAR-10 through torchvision where a user has it.
 
 A config is ``dense`` or ``ratio:values[:warmup=N][:momentum=M][:down=RATIO/VALUES]`` (e.g.
@@ -35,7 +35,6 @@ Run: python bench/fl_fmnist.py [--rounds 20] [--configs dense 0.01:int8 ...] [--
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -47,30 +46,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
 
-UP_BPS, DOWN_BPS = 250_000, 500_000  # bytes per second
+UP_B_S, DOWN_B_S = 250_000, 500_000  # bytes per second (250 and 500 kB/s)
 
 
-def _idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def load_fmnist(root: Optional[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from taskcodec.nn.datasets import load_fashion_mnist
 
-
-def load_fmnist(root: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    base = Path(root)
-    for cand in (base, base / "FashionMNIST" / "raw", base / "raw"):
-        f = cand / "train-images-idx3-ubyte.gz"
-        g = cand / "train-images-idx3-ubyte"
-        if f.exists() or g.exists():
-            ext = ".gz" if f.exists() else ""
-            load = lambda n: _idx(cand / (n + ext))  # noqa: E731
-            xtr, ytr = load("train-images-idx3-ubyte"), load("train-labels-idx1-ubyte")
-            xte, yte = load("t10k-images-idx3-ubyte"), load("t10k-labels-idx1-ubyte")
-            norm = lambda x: ((x.astype(np.float32) / 255.0 - 0.286) / 0.353)[:, None]  # noqa: E731
-            return norm(xtr), ytr.astype(np.int64), norm(xte), yte.astype(np.int64)
-    raise SystemExit(f"no Fashion-MNIST IDX files under {root} (give --data)")
+    norm = lambda x: ((x.astype(np.float32) / 255.0 - 0.286) / 0.353)[:, None]  # noqa: E731
+    xtr, ytr = load_fashion_mnist("train", root)
+    xte, yte = load_fashion_mnist("test", root)
+    return norm(xtr), ytr.astype(np.int64), norm(xte), yte.astype(np.int64)
 
 
 def load_cifar10(root: str):
@@ -199,7 +184,7 @@ def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) 
                 correct += int((model(xte_t[b:b + 2000]).argmax(1) == yte_t[b:b + 2000]).sum())
         acc = correct / len(yte_t)
         hist.append({"round": rnd, "accuracy": acc, "uplink_bytes": int(sum(up)), "downlink_bytes": down * len(parts),
-                     "transfer_s": max(up) / UP_BPS + down / DOWN_BPS})
+                     "transfer_s": max(up) / UP_B_S + down / DOWN_B_S})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(acc=f"{acc:.3f}", up=f"{np.mean(up)/1e3:.1f}kB", down=f"{down/1e3:.1f}kB")
         down = next_down
@@ -209,7 +194,8 @@ def run(config: str, data, parts, args, torch, progress, seed: int, pname: str) 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=["fmnist", "cifar10"], default="fmnist")
-    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--data", default=None,
+                    help="Fashion-MNIST folder (default: the one `make data` provisions) or CIFAR-10 root")
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
                     help="mlp: 784-200-10 (159 k parameters); cnn: two conv layers + 64 hidden (0.1 M)")
@@ -262,7 +248,7 @@ def main(argv=None) -> int:
     args.seeds = seeds
     result = {"benchmark": "fl_fmnist", "dataset": args.dataset,
               "args": {k: v for k, v in vars(args).items() if k not in ("out", "from_json")},
-              "params": results[0]["params"], "links": {"up_Bps": UP_BPS, "down_Bps": DOWN_BPS},
+              "params": results[0]["params"], "links": {"up_B_s": UP_B_S, "down_B_s": DOWN_B_S},
               "runs": results, "machine": machine, "wall_s": time.time() - t0,
               "target": ">= 100x fewer uplink bytes than dense float32 at <= 1 point final-accuracy loss"}
     report(result, Path(args.out))
@@ -352,7 +338,7 @@ def report(result: Dict, out: Path) -> None:
 
 def plot(result: Dict, path: Path) -> None:
     """Three rows per partition (means over the seeds): accuracy per round, against the bytes
-    each client has uploaded, and against the link time so far (250 KB/s up, 500 KB/s down)."""
+    each client has uploaded, and against the link time so far (250 kB/s up, 500 kB/s down)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -380,7 +366,7 @@ def plot(result: Dict, path: Path) -> None:
         ax.set_title(f"{result['dataset']}, {pname}, {clients} clients{seeds_txt}")
         ax.set_xlabel("round")
         bx.set_xlabel("bytes uploaded per client (cumulative)")
-        cx.set_xlabel("link time (s, cumulative): 250 KB/s up, 500 KB/s down")
+        cx.set_xlabel("link time (s, cumulative): 250 kB/s up, 500 kB/s down")
         for a in (bx, cx):
             a.set_xscale("log")
         for a in (ax, bx, cx):

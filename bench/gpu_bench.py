@@ -64,7 +64,8 @@ def main(argv=None):
     import torch
 
     from taskcodec import _core
-    from taskcodec.codec import cuda as tcc
+    from taskcodec.codec import gpu as tcc
+    from taskcodec.fl import gpu as fl_gpu
 
     rng = np.random.default_rng(0)
     table, sym = laplace_case(rng, args.symbols)
@@ -164,11 +165,11 @@ def main(argv=None):
 
     for frac in (0.001, 0.01):
         k = int(round(frac * args.topk_n))
-        idx, val = tcc.topk(xt, k)
+        idx, val = fl_gpu.topk(xt, k)
         ti = torch.topk(xt.abs(), k, sorted=False).indices.sort().values
         exact = bool(torch.equal(idx.long(), ti))
-        ours = [event_ms(lambda: tcc.topk(xt, k)) for _ in range(args.runs)]
-        ours_ef = [event_ms(lambda: tcc.topk(xt, k, residual=res)) for _ in range(args.runs)]
+        ours = [event_ms(lambda: fl_gpu.topk(xt, k)) for _ in range(args.runs)]
+        ours_ef = [event_ms(lambda: fl_gpu.topk(xt, k, residual=res)) for _ in range(args.runs)]
         theirs = [event_ms(lambda: torch.topk(xt.abs(), k, sorted=False)) for _ in range(args.runs)]
         theirs_sorted = [event_ms(lambda: torch.topk(xt.abs(), k).indices.sort()) for _ in range(args.runs)]
         topk_rows.append({

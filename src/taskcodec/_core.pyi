@@ -103,3 +103,63 @@ def sparse_decode(
 def sparse_accumulate(
     blob: Any, dense: List[npt.NDArray[np.float32]], weight: float, max_tensors: int, max_elements: int
 ) -> None: ...
+def sparse_encode_selected(
+    indices: npt.NDArray[np.uint32],
+    values: npt.NDArray[np.float32],
+    n: int,
+    coding: int,
+    block_log2: int,
+    levels: int,
+    seed: int,
+    stream: int,
+) -> Tuple[bytes, npt.NDArray[np.float32]]: ...
+
+# ---- CUDA (taskcodec.codec.gpu, taskcodec.fl.gpu; docs/gpu.md) ----
+# Device buffers and CUDA streams travel as integer addresses. Without the CUDA kernels only
+# cuda_available exists (and answers False); the other names below are absent.
+
+def cuda_available() -> bool: ...
+def cuda_device_name(device: int = 0) -> str: ...
+
+class DeviceTable:
+    def __init__(self, table: Table, device: int) -> None: ...
+    @property
+    def device(self) -> int: ...
+    @property
+    def fingerprint(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def cuda_encode(
+    table: DeviceTable,
+    symbols: int,
+    dtype: int,
+    shape: List[int],
+    row_mode: int,
+    index_dev: int,
+    index_host: Optional[npt.NDArray[np.int32]],
+    meta: bytes,
+    lanes: int,
+    chunk_size: int,
+    checksum: bool,
+    stream: int,
+) -> Tuple[bytes, float]: ...
+def cuda_decode(
+    table: DeviceTable,
+    frames: List[Any],
+    outs: List[int],
+    index_devs: List[int],
+    index_hosts: List[Optional[npt.NDArray[np.int32]]],
+    frame_devs: List[int],
+    max_symbols: int,
+    stream: int,
+) -> Tuple[float, List[int]]: ...
+def cuda_quantize(
+    x: int, n: int, inner: int, channels: int, inv_step: int, zero: int, q: int, stream: int
+) -> None: ...
+def cuda_dequantize(
+    q: int, n: int, inner: int, channels: int, step: int, zero: int, x: int, stream: int
+) -> None: ...
+def cuda_topk(update: int, residual: int, n: int, k: int, idx: int, val: int, stream: int) -> float: ...
+def cuda_residual_subtract(residual: int, idx: int, sent: int, k: int, stream: int) -> None: ...
+def cuda_scatter_add(dense: int, n: int, idx: int, val: int, k: int, scale: float, stream: int) -> None: ...

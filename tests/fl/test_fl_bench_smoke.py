@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from ci_support import FASHION_MNIST_HINT, missing, require
 
 ROOT = Path(__file__).resolve().parents[2]
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def _run(args, tmp_path):
@@ -24,17 +23,23 @@ def _run(args, tmp_path):
 
 
 def test_fl_topk_smoke(tmp_path):
-    pytest.importorskip("torch")
+    require("torch")
     out = _run([str(ROOT / "bench" / "fl_topk.py"), "--n", "200000", "--repeats", "1"], tmp_path)
     res = json.loads((tmp_path / "fl_topk.json").read_text())
     assert all(r["same_selection"] for r in res["rows"])  # taskcodec and torch pick the same set
     assert (tmp_path / "fl_topk.png").stat().st_size > 0 and "0.1%" in out
 
 
-@pytest.mark.skipif(not FMNIST.exists(), reason="Fashion-MNIST IDX files not installed")
 def test_fl_fmnist_smoke(tmp_path):
-    pytest.importorskip("torch")
-    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--rounds", "2", "--clients", "3", "--samples-per-client", "50",
+    require("torch")
+    from taskcodec.nn.datasets import find_fashion_mnist
+
+    try:
+        data = find_fashion_mnist()
+    except FileNotFoundError as exc:
+        missing(str(exc), FASHION_MNIST_HINT)
+    _run([str(ROOT / "bench" / "fl_fmnist.py"), "--data", str(data),
+          "--rounds", "2", "--clients", "3", "--samples-per-client", "50",
           "--configs", "dense", "0.05:int8", "0.1:sign:warmup=1", "0.05:int8:down=0.2/int8",
           "--partitions", "iid", "dir0.5",
           "--seeds", "0", "1", "--no-progress"], tmp_path)
@@ -89,8 +94,8 @@ def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
 def test_fl_fmnist_cifar10_path(tmp_path, monkeypatch):
     """``--dataset cifar10`` reads CIFAR-10 through torchvision (here a fake folder whose
     checksums torchvision cannot know, so its MD5 check is bypassed) and trains the CNN."""
-    pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    require("torch")
+    torchvision = require("torchvision")
     import importlib.util
 
     _fake_cifar10(tmp_path / "cifar")

@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from ci_support import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

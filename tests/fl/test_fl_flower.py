@@ -12,9 +12,10 @@ import subprocess
 import sys
 
 import pytest
+from ci_support import require
 
-pytest.importorskip("flwr")
-pytest.importorskip("ray")
+require("flwr")
+require("ray")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

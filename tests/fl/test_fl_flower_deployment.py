@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ci_support import install_hint, missing, require
 
-flwr = pytest.importorskip("flwr")
+flwr = require("flwr")
 
 HERE = Path(__file__).resolve().parent
 TOOLS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr")
@@ -121,12 +122,13 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
     path = os.pathsep.join([bindir, os.environ.get("PATH", "")])
     exe = {t: shutil.which(t, path=path) for t in TOOLS}
     if not all(exe.values()):
-        pytest.skip(f"Flower's executables not found: {[t for t, e in exe.items() if not e]}")
+        missing(f"Flower's executables not found: {[t for t, e in exe.items() if not e]}",
+                install_hint("flwr"))
     from packaging.version import Version
 
     if Version(flwr.__version__) < Version("1.42"):  # e.g. 1.32 has no --host/--port SuperLink
-        pytest.skip(f"the deployment commands here are those of flwr >= 1.42 (what the fl extra requires); "
-                    f"installed: {flwr.__version__}")
+        missing(f"the deployment commands here are those of flwr >= 1.42 (what the fl extra requires); "
+                f"installed: {flwr.__version__}", install_hint("flwr"))
 
     import flower_deploy_app as deploy
 

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from ci_support import require
 
-pytest.importorskip("flwr")
+require("flwr")
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict  # noqa: E402
 
@@ -32,7 +33,7 @@ SHAPES = {"w": (40, 30), "b": (30,)}
 @pytest.fixture(autouse=True)
 def _run_identity():
     """Messages are made inside a ServerApp, which sets the run's identity; so do we."""
-    task_identity = pytest.importorskip("flwr.supercore.task_identity")
+    task_identity = require("flwr.supercore.task_identity")
     ident = task_identity.TaskIdentity
     saved = ident._run_id, ident._node_id, ident._task_id
     ident.run_id, ident.node_id, ident.task_id = 1, 0, 1

@@ -6,9 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
+from ci_support import require
 
-pytest.importorskip("flwr")
+require("flwr")
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict  # noqa: E402
 

@@ -49,7 +49,7 @@ def encode_case(name: str, r1, r2):
 
 
 def main() -> int:
-    from taskcodec.fl.compressor import decompress
+    from taskcodec.fl.frames import decompress
 
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
     manifest = {}

@@ -145,7 +145,7 @@ def test_pinned_table_gives_the_pinned_fingerprint(pinned: Pinned) -> None:
 def test_pinned_frame_decodes_to_the_pinned_array(pinned: Pinned) -> None:
     for threads in (1, 2):
         out = tc.decode(pinned.frame, pinned.table, pinned.index, threads=threads)
-        assert out.dtype == np.int32
+        assert out.dtype == np.dtype(pinned.entry["input_dtype"])  # the dtype the frame records
         assert out.shape == tuple(pinned.entry["shape"])
         np.testing.assert_array_equal(out, pinned.expected)
     assert pinned.expected.dtype == np.int32

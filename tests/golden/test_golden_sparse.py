@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate_sparse import CASES, GOLDEN_DIR, encode_case  # noqa: E402
 
-from taskcodec.fl.compressor import decompress  # noqa: E402
+from taskcodec.fl.frames import decompress  # noqa: E402
 
 
 def _split(z):

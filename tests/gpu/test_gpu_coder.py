@@ -72,9 +72,17 @@ def test_gpu_frames_equal_cpu_frames(case):
     gpu = tc.encode(torch.from_numpy(sym).to(DEV), table, channel_axis=axis, lanes=lanes,
                     chunk_size=chunk, meta=b"m")
     assert gpu == cpu
-    out = tc.decode(cpu, table, device=DEV)
-    assert out.device.type == "cuda" and out.dtype == torch.int32
-    np.testing.assert_array_equal(out.cpu().numpy(), sym.astype(np.int32))
+    out = tc.decode(cpu, table, device=DEV)  # in the dtype the frame records, as on the CPU
+    assert out.device.type == "cuda" and out.dtype == getattr(torch, np.dtype(dtype).name)
+    np.testing.assert_array_equal(out.cpu().to(torch.int64).numpy(), sym.astype(np.int64))
+    raw = torch.empty(sym.shape, dtype=torch.int32, device=DEV)  # an int32 out is decoded into
+    assert tc.decode(cpu, table, out=raw) is raw
+    np.testing.assert_array_equal(raw.cpu().numpy(), sym.astype(np.int32))
+    # the default chunk size of device arrays is the GPU's, and the frame is the CPU's at that size
+    dflt = tc.encode(torch.from_numpy(sym).to(DEV), table, channel_axis=axis, lanes=lanes)
+    assert tc.read_header(dflt).chunk_size == tc.codec.DEFAULT_GPU_CHUNK_SIZE
+    assert dflt == tc.encode(sym, table, channel_axis=axis, lanes=lanes,
+                             chunk_size=tc.codec.DEFAULT_GPU_CHUNK_SIZE)
 
 
 def test_gpu_index_and_single_row_modes():
@@ -167,7 +175,7 @@ def test_gpu_decode_into_out_and_resident_frame():
     assert res.data_ptr() == out.data_ptr()
     np.testing.assert_array_equal(out.cpu().numpy(), sym)
     frame_dev = torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(DEV)
-    o2 = tc.codec.cuda.decode_device(blob, table, device=DEV, max_symbols=tc.DEFAULT_MAX_SYMBOLS,
+    o2 = tc.codec.gpu.decode_device(blob, table, device=DEV, max_symbols=tc.DEFAULT_MAX_SYMBOLS,
                                      frame_on_device=frame_dev)
     np.testing.assert_array_equal(o2.cpu().numpy(), sym)
 

@@ -24,7 +24,7 @@ def test_gpu_compressor_frames_equal_cpu_frames(values, momentum):
                                warmup_ratios=(0.1,))
     for rnd in range(3):
         upd = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
-        blob_cpu = cpu.compress(upd)
+        blob_cpu = cpu.compress({k: torch.from_numpy(v) for k, v in upd.items()})  # torch on the CPU
         blob_gpu = gpu.compress({k: torch.from_numpy(v).cuda() for k, v in upd.items()})
         assert blob_gpu == blob_cpu, f"round {rnd}"
         assert all(r.device.type == "cuda" for r in gpu.residuals.values())
@@ -33,8 +33,8 @@ def test_gpu_compressor_frames_equal_cpu_frames(values, momentum):
         np.testing.assert_array_equal(state_gpu["residuals"][k], state_cpu["residuals"][k])
         if momentum:
             np.testing.assert_array_equal(state_gpu["velocities"][k], state_cpu["velocities"][k])
-    dense = tc.fl.decompress(blob_gpu)
-    assert set(dense) == set(shapes)
+    dense = tc.fl.decompress(blob_gpu)  # torch in, torch (on the CPU) out
+    assert set(dense) == set(shapes) and all(isinstance(v, torch.Tensor) for v in dense.values())
 
 
 def test_gpu_compressor_single_tensor_and_state_moves_between_devices():
@@ -42,12 +42,12 @@ def test_gpu_compressor_single_tensor_and_state_moves_between_devices():
     x = rng.standard_normal((50, 40)).astype(np.float32)
     comp = tc.fl.TopKCompressor(ratio=0.05, values="int8")
     ref = tc.fl.TopKCompressor(ratio=0.05, values="int8")
-    assert comp.compress(torch.from_numpy(x).cuda()) == ref.compress(x)
+    assert comp.compress(torch.from_numpy(x).cuda()) == ref.compress(torch.from_numpy(x))
     # next round on the CPU with the residual that lived on the GPU
     y = rng.standard_normal((50, 40)).astype(np.float32)
     assert comp.compress(y) == ref.compress(y)
     z = rng.standard_normal((50, 40)).astype(np.float32)
-    assert comp.compress(torch.from_numpy(z).cuda()) == ref.compress(z)
+    assert comp.compress(torch.from_numpy(z).cuda()) == ref.compress(torch.from_numpy(z))
 
 
 def test_gpu_compressor_rejects_non_finite_and_keeps_state():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import taskcodec as tc
-from taskcodec.codec import cuda as tcc
+from taskcodec.fl import gpu as tcc
 
 torch = pytest.importorskip("torch")
 

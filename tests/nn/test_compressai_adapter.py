@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from ci_support import require
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("compressai")
+torch = require("torch")
+require("compressai")
 
 import taskcodec as tc  # noqa: E402
 

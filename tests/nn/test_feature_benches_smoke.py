@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from ci_support import FASHION_MNIST_HINT, WEIGHTS_HINT, missing, require
 
-pytest.importorskip("torch")
-pytest.importorskip("matplotlib")
+require("torch")
+require("matplotlib")
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ def _run(script: str, out: Path, *args: str) -> dict:
 
 
 def test_features_vit_smoke(tmp_path):
-    pytest.importorskip("transformers")
+    require("transformers")
     res = _run("features_vit.py", tmp_path, "--bits", "1.0")
     rows = res["structure"]
     assert len(rows) == 14  # 2 models x (6 blocks + 1)
@@ -39,13 +40,14 @@ def test_features_vit_smoke(tmp_path):
 
 
 def test_features_mobilenet_smoke(tmp_path):
-    pytest.importorskip("skimage")
-    from taskcodec import demo
+    require("skimage")
+    from taskcodec.errors import MissingWeightsError
+    from taskcodec.zoo.weights import ensure_weights
 
     try:
-        demo.ensure_weights()
-    except demo.MissingWeightsError as exc:
-        pytest.skip(str(exc))
+        ensure_weights()
+    except MissingWeightsError as exc:
+        missing(str(exc), WEIGHTS_HINT)
     res = _run("features_mobilenet.py", tmp_path, "--quick")
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"float16", "FeatureCodec", "JPEG"}
@@ -54,13 +56,13 @@ def test_features_mobilenet_smoke(tmp_path):
 
 
 def test_features_fmnist_smoke(tmp_path):
-    pytest.importorskip("compressai")
+    require("compressai")
     try:
         import taskcodec as tc
 
         tc.nn.load_fashion_mnist("test")
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        missing(str(exc), FASHION_MNIST_HINT)
     res = _run("features_fmnist.py", tmp_path, "--quick", "--no-progress")
     methods = [r["method"] for r in res["rows"]]
     assert methods == ["float32", "float16", "int8", "int8+zlib", "FeatureCodec", "TaskBottleneck"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ci_support import WEIGHTS_HINT, missing, require
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+torch = require("torch")
+torchvision = require("torchvision")
 
 import taskcodec as tc  # noqa: E402
 
@@ -16,13 +17,15 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def mobilenet_features():
     """features.6 activations of real photos: 8 calibration photos (+ flips), 2 others."""
-    pytest.importorskip("skimage")
-    from taskcodec import demo
+    require("skimage")
+    from taskcodec.errors import MissingWeightsError
+    from taskcodec.zoo import photos
+    from taskcodec.zoo.weights import ensure_weights
 
     try:
-        demo.ensure_weights()
-    except demo.MissingWeightsError as exc:
-        pytest.skip(str(exc))
+        ensure_weights()
+    except MissingWeightsError as exc:
+        missing(str(exc), WEIGHTS_HINT)
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
     weights = MobileNet_V2_Weights.IMAGENET1K_V1
@@ -30,13 +33,13 @@ def mobilenet_features():
     preset = weights.transforms()
 
     def batch(names, flips):
-        imgs = [torch.from_numpy(demo.load_photo(n)).permute(2, 0, 1) for n in names]
+        imgs = [torch.from_numpy(photos.load_photo(n)).permute(2, 0, 1) for n in names]
         imgs += [i.flip(-1) for i in imgs] if flips else []
         return torch.stack([preset(i) for i in imgs])
 
     head, tail = tc.split.partition(model, "features.6")
     with torch.inference_mode():
-        calib = head(batch(demo.CALIBRATION_PHOTOS, True))
+        calib = head(batch(photos.CALIBRATION_PHOTOS, True))
         x = batch(["coffee", "chelsea"], False)
         feats = head(x)
         logits = model(x)
@@ -68,6 +71,11 @@ def test_round_trip_on_real_activations(mobilenet_features, tmp_path):
     assert loaded.fingerprint == codec.fingerprint
     assert torch.equal(loaded.decompress(blob), out)
     assert loaded.compress(feats) == blob
+    # the same saved form as bytes, no file: save() writes exactly to_bytes()
+    data = codec.to_bytes()
+    assert path.read_bytes() == data
+    again = tc.nn.FeatureCodec.from_bytes(data)
+    assert again.fingerprint == codec.fingerprint and again.compress(feats) == blob
 
 
 def test_rate_target_and_batches(mobilenet_features):
@@ -129,3 +137,25 @@ def test_token_maps_channel_last_and_bad_input(tmp_path):
     const = torch.ones(4, 3, 5)
     c2 = tc.nn.FeatureCodec.calibrate(const)
     assert torch.equal(c2.decompress(c2.compress(const)), const)
+
+
+def test_to_bytes_from_bytes_and_the_one_quantizer():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy((rng.standard_normal((4, 6, 5, 5)) * rng.uniform(0.1, 3, (1, 6, 1, 1))).astype(np.float32))
+    codec = tc.nn.FeatureCodec.calibrate(x, step_per_std=0.4, center="mean", params_in_frame=False)
+    data = codec.to_bytes()
+    assert isinstance(data, bytes)
+    back = tc.nn.FeatureCodec.from_bytes(data)
+    assert back.fingerprint == codec.fingerprint and back.params_in_frame is False
+    np.testing.assert_array_equal(back.steps, codec.steps)
+    np.testing.assert_array_equal(back.zeros, codec.zeros)
+    blob = codec.compress(x)
+    assert torch.equal(back.decompress(blob), codec.decompress(blob))
+    # FeatureCodec quantizes with tc.quantize / tc.dequantize, and its tables are tc.fit_table's
+    q = codec.quantize(x)
+    np.testing.assert_array_equal(q, tc.quantize(x.numpy(), codec.steps, codec.zeros))
+    assert torch.equal(codec.dequantize(q), torch.from_numpy(tc.dequantize(q, codec.steps, codec.zeros)))
+    assert tc.read_header(blob).meta[:4] == b"TCFQ"
+    for bad in (b"", b"not an npz", data[: len(data) // 2]):
+        with pytest.raises(tc.TaskcodecError):
+            tc.nn.FeatureCodec.from_bytes(bad)

@@ -6,10 +6,11 @@ import copy
 
 import numpy as np
 import pytest
+from ci_support import FASHION_MNIST_HINT, missing, require
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("compressai")
-pytest.importorskip("tqdm")
+torch = require("torch")
+require("compressai")
+require("tqdm")
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -27,7 +28,7 @@ def fmnist_setup():
         xtr, ytr = tc.nn.load_fashion_mnist("train")
         xte, yte = tc.nn.load_fashion_mnist("test")
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        missing(str(exc), FASHION_MNIST_HINT)
     torch.manual_seed(0)
 
     def prep(x):
@@ -114,3 +115,9 @@ def test_bottleneck_checks_input():
         bn.compress(torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError):
         tc.nn.TaskBottleneck(8, 2, quantizer="magic")
+
+
+def test_bottleneck_defaults_to_the_straight_through_quantizer():
+    """The docs warn against "noise" for short runs: the default is "ste"."""
+    assert tc.nn.TaskBottleneck(8, 2).quantizer == "ste"
+    assert tc.nn.TaskBottleneck(8, 2, quantizer="noise").quantizer == "noise"

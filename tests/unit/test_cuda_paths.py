@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ci_support import require
 
 import taskcodec as tc
 from taskcodec import _core
-from taskcodec.codec import cuda
+from taskcodec import _device as cuda
 
 
 class FakeDeviceArray:
@@ -40,10 +41,11 @@ def test_device_array_detection_does_not_take_numpy_or_cpu_objects():
     assert cuda.is_device_array(FakeDeviceArray())
     assert not cuda.is_device_array(np.zeros(3))
     assert not cuda.is_device_array([1, 2, 3])
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     assert not cuda.is_device_array(torch.zeros(3))
 
 
+@pytest.mark.cpu_only
 @pytest.mark.skipif(tc.has_cuda(), reason="a CUDA device is usable here")
 def test_gpu_requests_without_a_device_raise_clearly():
     table = tc.CdfTable.from_pmf(np.ones((3, 8)), np.zeros(3, dtype=np.int32))
@@ -93,3 +95,34 @@ def test_quantize_rejects_bad_input():
         tc.quantize(bad, [1, 1], [0, 0])
     with pytest.raises(tc.TaskcodecError, match="int32"):
         tc.quantize(np.full((1, 2, 1), 3e9, np.float32), [1, 1], [0, 0])
+
+
+def test_device_requests_raise_cuda_unavailable_without_a_device():
+    if tc.has_cuda():
+        pytest.skip("a CUDA device is usable here")
+    from taskcodec.fl import gpu as fl_gpu
+
+    with pytest.raises(tc.CudaUnavailableError):
+        cuda.require_cuda()
+    with pytest.raises(tc.CudaUnavailableError):
+        fl_gpu.topk(FakeDeviceArray(), 1)
+    table = tc.CdfTable.from_pmf(np.ones((3, 8)), np.zeros(3, dtype=np.int32))
+    with pytest.raises(tc.CudaUnavailableError):
+        tc.decode_batch([tc.encode(np.zeros((2, 3), np.int32), table)], table)
+
+
+def test_device_arrays_get_the_gpu_chunk_size_by_default(monkeypatch):
+    """Arrays on a GPU are coded in 2**14-symbol chunks unless told otherwise; host arrays in 2**20."""
+    seen = {}
+
+    def fake_encode_device(symbols, table, index, mode, **options):
+        seen.update(options)
+        return b""
+
+    monkeypatch.setattr(tc.codec.gpu, "encode_device", fake_encode_device)
+    table = tc.CdfTable.from_pmf(np.ones((3, 8)), np.zeros(3, dtype=np.int32))
+    tc.encode(FakeDeviceArray(), table)
+    assert seen["chunk_size"] == tc.codec.DEFAULT_GPU_CHUNK_SIZE == 2**14
+    tc.encode(FakeDeviceArray(), table, chunk_size=2**20)
+    assert seen["chunk_size"] == 2**20
+    assert tc.read_header(tc.encode(np.zeros((2, 3), np.int32), table)).chunk_size == 2**20

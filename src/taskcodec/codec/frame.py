@@ -1,112 +1,37 @@
-"""encode / decode: integer arrays <-> self-describing frames (docs/format.md)."""
+"""encode / decode: integer arrays <-> self-describing frames (docs/format.md).
+
+Arguments are validated here, once; the work then goes to the CPU core or, for arrays on a
+CUDA device, to :mod:`taskcodec.codec.gpu`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import numpy as np
 
-from taskcodec import _core
-from taskcodec.codec import cuda as _cuda
+import taskcodec._core as _core
+from taskcodec import _device
+from taskcodec.codec import gpu
+from taskcodec.codec.args import byte_view, int_option, lanes_option, meta_option
+from taskcodec.codec.header import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_GPU_CHUNK_SIZE,
+    DEFAULT_LANES,
+    DEFAULT_MAX_SYMBOLS,
+    FrameKind,
+    validated_dtype,
+)
+from taskcodec.codec.rows import as_index, row_mode
 from taskcodec.codec.table import CdfTable
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import ArgumentTypeError, CorruptStreamError, TaskcodecError
 
-__all__ = ["encode", "decode", "read_header", "FrameInfo", "DEFAULT_MAX_SYMBOLS", "FrameKind"]
-
-DEFAULT_MAX_SYMBOLS: int = int(_core.DEFAULT_MAX_SYMBOLS)
-DEFAULT_LANES: int = int(_core.DEFAULT_LANES)
-DEFAULT_CHUNK_SIZE: int = int(_core.DEFAULT_CHUNK_SIZE)
+__all__ = ["encode", "decode"]
 
 
-class FrameKind:
-    """Values of the frame's kind byte."""
-
-    SYMBOLS = 1
-    SPARSE_UPDATE = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class FrameInfo:
-    """What a frame's header says about it (see :func:`read_header`)."""
-
-    version: int
-    kind: int
-    checksum: bool
-    dtype: str
-    shape: Tuple[int, ...]
-    channel_axis: Optional[int]  # None: single row or explicit index
-    uses_index: bool
-    precision: int
-    lanes: int
-    chunk_size: int
-    fingerprint: int
-    num_symbols: int
-    num_chunks: int
-    meta: bytes
-    index_checksum: Optional[int]  # CRC32C of the index the frame was coded with
-    header_length: int
-    payload_length: int
-    frame_length: int
-
-
-def _as_array(x: Any, what: str) -> np.ndarray:
-    """numpy view of a numpy array, torch CPU tensor, or array-like (never a copy if avoidable)."""
-    if hasattr(x, "detach") and hasattr(x, "device"):  # torch.Tensor, without importing torch
-        if getattr(x.device, "type", "cpu") != "cpu":
-            raise TaskcodecError(
-                f"{what} is on {x.device}; this build codes CPU arrays (move it with .cpu())"
-            )
-        x = x.detach().numpy()
-    return np.asarray(x)
-
-
-def _as_index(index: Any, shape: Optional[Tuple[int, ...]], rows: int) -> np.ndarray:
-    """int32 copy (or view) of an index, checked against the table's rows (and a shape)."""
-    idx = _as_array(index, "index")
-    if shape is not None and idx.shape != shape:
-        raise TaskcodecError(f"index has shape {idx.shape}, symbols have shape {shape}")
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise TaskcodecError(f"index must be integers, got {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= rows):
-        raise TaskcodecError(
-            f"index values must lie in 0..{rows - 1} (rows of the table), "
-            f"got {idx.min()}..{idx.max()}"
-        )
-    if idx.dtype != np.int32 or not idx.flags.c_contiguous:
-        idx = idx.astype(np.int32, order="C")  # (keeps a 0-d shape, unlike ascontiguousarray)
-    return idx
-
-
-def _row_mode(shape: Tuple[int, ...], table: CdfTable, channel_axis: Optional[int]) -> int:
-    if table.num_rows == 1:
-        return int(_core.ROW_SINGLE)
-    ndim = len(shape)
-    if channel_axis is None:
-        raise TaskcodecError(
-            f"the table has {table.num_rows} rows: give channel_axis or index to pick the rows"
-        )
-    axis = channel_axis + ndim if channel_axis < 0 else channel_axis
-    if not 0 <= axis < ndim:
-        raise TaskcodecError(f"channel_axis {channel_axis} is out of range for shape {shape}")
-    if shape[axis] != table.num_rows:
-        raise TaskcodecError(
-            f"axis {axis} of shape {shape} has {shape[axis]} channels "
-            f"but the table has {table.num_rows} rows"
-        )
-    return axis
-
-
-def _rows_for(symbols: np.ndarray, table: CdfTable, index: Any, channel_axis: Optional[int]) -> np.ndarray:
-    """Row of every symbol, as encode() assigns them (numpy; for analysis, not speed)."""
-    if index is not None:
-        return _as_index(index, symbols.shape, table.num_rows).astype(np.int64)
-    mode = _row_mode(symbols.shape, table, channel_axis)
-    if mode == int(_core.ROW_SINGLE):
-        return np.zeros(symbols.shape, dtype=np.int64)
-    shape = [1] * symbols.ndim
-    shape[mode] = symbols.shape[mode]
-    return np.broadcast_to(np.arange(symbols.shape[mode]).reshape(shape), symbols.shape)
+def _check_table(table: Any) -> None:
+    if not isinstance(table, CdfTable):
+        raise ArgumentTypeError(f"table must be a CdfTable, got {type(table).__name__}")
 
 
 def encode(
@@ -116,7 +41,7 @@ def encode(
     *,
     channel_axis: Optional[int] = 1,
     lanes: int = DEFAULT_LANES,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: Optional[int] = None,
     checksum: bool = True,
     threads: int = 0,
     meta: bytes = b"",
@@ -124,7 +49,8 @@ def encode(
     """Entropy-code an integer array into a frame.
 
     Args:
-        symbols: integer array of any shape (numpy, a CPU torch tensor, or array-like).
+        symbols: integer array of any shape: numpy, a CPU torch tensor, an array-like, or any
+            DLPack array on a CUDA device (coded there, without a copy to the host).
         table: the :class:`CdfTable` to code with.
         index: optional integer array of the same shape: the table row of each symbol.
             Without it, the row is the position along ``channel_axis`` (a single-row
@@ -132,40 +58,44 @@ def encode(
         channel_axis: axis whose length equals the table's row count.
         lanes: interleaved rANS states per chunk (power of two, 1..256; 32 matches a
             CUDA warp).
-        chunk_size: symbols per independently decodable chunk.
+        chunk_size: symbols per independently decodable chunk. By default 2**20
+            (``DEFAULT_CHUNK_SIZE``) for arrays in host memory and 2**14
+            (``DEFAULT_GPU_CHUNK_SIZE``) for arrays on a CUDA device, where one chunk is one
+            warp (docs/gpu.md). Every decoder reads any chunk size (it is a header field).
         checksum: append a CRC32C trailer (recommended; on by default).
         threads: 0 picks automatically (threads only for large inputs).
         meta: opaque bytes stored in the header (e.g. quantization parameters).
 
     Values outside a row's range are escaped and coded exactly, never clipped.
     """
-    if not isinstance(table, CdfTable):
-        raise TaskcodecError(f"table must be a CdfTable, got {type(table).__name__}")
-    if _cuda.is_device_array(symbols):
-        return _encode_device(symbols, table, index, channel_axis, lanes, chunk_size, checksum, meta)
-    arr = _as_array(symbols, "symbols")
+    _check_table(table)
+    on_device = _device.is_device_array(symbols)
+    lanes = lanes_option(lanes)
+    if chunk_size is None:
+        chunk_size = DEFAULT_GPU_CHUNK_SIZE if on_device else DEFAULT_CHUNK_SIZE
+    chunk_size = int_option(chunk_size, "chunk_size", 1, 2**32 - 1)
+    threads = int_option(threads, "threads", 0, 1024)
+    meta = meta_option(meta)
+    if on_device:
+        shape = tuple(int(s) for s in getattr(symbols, "shape"))
+        mode = int(_core.ROW_INDEX) if index is not None else row_mode(shape, table.num_rows, channel_axis)
+        return gpu.encode_device(symbols, table, index, mode, lanes=lanes, chunk_size=chunk_size,
+                                 checksum=bool(checksum), meta=meta)
+    arr = _device.as_numpy(symbols, "symbols")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TaskcodecError(f"symbols must be an integer array, got dtype {arr.dtype}")
+        raise ArgumentTypeError(f"symbols must be an integer array, got dtype {arr.dtype}")
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    lanes = _int_option(lanes, "lanes", 1, int(_core.MAX_LANES))
-    if lanes & (lanes - 1):
-        raise TaskcodecError(f"lanes must be a power of two, got {lanes}")
-    chunk_size = _int_option(chunk_size, "chunk_size", 1, 2**32 - 1)
-    threads = _int_option(threads, "threads", 0, 1024)
-    if not isinstance(meta, (bytes, bytearray, memoryview)):
-        raise TaskcodecError(f"meta must be bytes-like, got {type(meta).__name__}")
     if index is not None:
-        idx: Optional[np.ndarray] = _as_index(index, arr.shape, table.num_rows)
+        idx: Optional[np.ndarray] = as_index(index, arr.shape, table.num_rows)
         mode = int(_core.ROW_INDEX)
     else:
         idx = None
-        mode = _row_mode(arr.shape, table, channel_axis)
+        mode = row_mode(arr.shape, table.num_rows, channel_axis)
     return _core.encode(
-        arr, table._t, mode, idx, bytes(meta), lanes, chunk_size, bool(checksum), threads,
-        FrameKind.SYMBOLS,
+        arr, table._t, mode, idx, meta, lanes, chunk_size, bool(checksum), threads, FrameKind.SYMBOLS,
     )
 
 
@@ -176,14 +106,16 @@ def decode(
     *,
     max_symbols: int = DEFAULT_MAX_SYMBOLS,
     threads: int = 0,
-    out: Optional[np.ndarray] = None,
+    out: Any = None,
     device: Any = None,
-) -> np.ndarray:
-    """Decode a frame made by :func:`encode` into an ``int32`` array of its shape.
+) -> Any:
+    """Decode a frame made by :func:`encode` into an array of its shape and recorded dtype
+    (an int64 array comes back as int64, an int8 one as int8).
 
-    ``out`` (optional): a C-contiguous, writeable ``int32`` array of the frame's shape to
-    decode into and return, e.g. reused between calls to avoid allocating (and first
-    touching) the output each time. It is written only after the frame was validated.
+    ``out`` (optional): where to decode, e.g. reused between calls to avoid allocating (and
+    first touching) the output each time: a C-contiguous, writeable numpy array or CPU torch
+    tensor of the frame's shape, of dtype int32 (decoded straight into its memory) or of the
+    frame's dtype. It is written only after the frame was validated, and returned.
 
     The frame is validated before anything is allocated: CRC32C, every length and
     count, ``max_symbols`` (raise it for frames above 2**28 symbols), and the table
@@ -191,84 +123,54 @@ def decode(
     ``CorruptStreamError`` (or its subclass ``ChecksumError``), never return garbage.
 
     ``device="cuda"`` (or ``"cuda:N"``, a ``torch.device``), or an ``out`` tensor on a CUDA
-    device, decodes on the GPU into an int32 torch tensor there (CUDA builds; the frame is
-    validated on the host first, exactly as above).
+    device, decodes on the GPU into a torch tensor there (CUDA builds; the frame is validated
+    on the host first, exactly as above).
     """
-    if not isinstance(table, CdfTable):
-        raise TaskcodecError(f"table must be a CdfTable, got {type(table).__name__}")
-    max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
-    threads = _int_option(threads, "threads", 0, 1024)
-    if (device is not None and str(device) != "cpu") or (out is not None and _cuda.is_device_array(out)):
+    _check_table(table)
+    max_symbols = int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
+    threads = int_option(threads, "threads", 0, 1024)
+    if (device is not None and str(device) != "cpu") or (out is not None and _device.is_device_array(out)):
         if device is None:
             device = f"cuda:{out.__dlpack_device__()[1]}"
-        return _cuda.decode_device(blob, table, index, device=device, out=out, max_symbols=max_symbols)
-    view = _byte_view(blob)
+        return gpu.decode_device(blob, table, index, device=device, out=out, max_symbols=max_symbols)
+    view = byte_view(blob)
     # The core checks the index's shape and its CRC32C against the frame's header.
-    idx = None if index is None else _as_index(index, None, table.num_rows)
-    return _core.decode(view, table._t, idx, max_symbols, threads, out)
+    idx = None if index is None else as_index(index, None, table.num_rows)
+    if out is None:
+        raw = _core.decode(view, table._t, idx, max_symbols, threads, None)
+        return _as_recorded(raw, validated_dtype(view))
+    target = _device.as_numpy(out, "out", writeable=True)
+    if target.dtype == np.int32:
+        _core.decode(view, table._t, idx, max_symbols, threads, target)
+        return out
+    raw = _core.decode(view, table._t, idx, max_symbols, threads, None)
+    dtype = validated_dtype(view)
+    _check_range(raw, dtype)
+    if target.dtype != np.dtype(dtype) or target.shape != raw.shape:
+        raise TaskcodecError(
+            f"out must be int32 or {dtype} (the frame's dtype) of shape {raw.shape}, "
+            f"got {target.dtype} of shape {target.shape}"
+        )
+    if not target.flags.writeable:
+        raise TaskcodecError("out must be writeable")
+    np.copyto(target, raw, casting="unsafe")
+    return out
 
 
-def _encode_device(symbols: Any, table: CdfTable, index: Any, channel_axis: Optional[int],
-                   lanes: Any, chunk_size: Any, checksum: bool, meta: Any) -> bytes:
-    lanes = _int_option(lanes, "lanes", 1, int(_core.MAX_LANES))
-    if lanes & (lanes - 1):
-        raise TaskcodecError(f"lanes must be a power of two, got {lanes}")
-    chunk_size = _int_option(chunk_size, "chunk_size", 1, 2**32 - 1)
-    if not isinstance(meta, (bytes, bytearray, memoryview)):
-        raise TaskcodecError(f"meta must be bytes-like, got {type(meta).__name__}")
-    shape = tuple(int(s) for s in getattr(symbols, "shape"))
-    if index is not None:
-        mode = int(_core.ROW_INDEX)
-    else:
-        mode = _row_mode(shape, table, channel_axis)
-    return _cuda.encode_device(symbols, table, index, mode, lanes=lanes, chunk_size=chunk_size,
-                               checksum=bool(checksum), meta=bytes(meta))
+def _check_range(raw: np.ndarray, dtype: str) -> None:
+    """Decoded int32 values must fit the dtype the frame records (only a damaged, unchecked
+    frame or a hand-made one can break this; the encoder never writes such frames)."""
+    if dtype in ("int32", "int64") or raw.size == 0:
+        return
+    info = np.iinfo(dtype)
+    lo, hi = int(raw.min()), int(raw.max())
+    if lo < info.min or hi > info.max:
+        raise CorruptStreamError(f"the frame records dtype {dtype} but holds values {lo}..{hi}")
 
 
-def read_header(blob: Any, *, max_symbols: int = DEFAULT_MAX_SYMBOLS) -> FrameInfo:
-    """Validate a frame's structure and CRC and return its header (no table needed)."""
-    max_symbols = _int_option(max_symbols, "max_symbols", 0, 2**64 - 1)
-    d = _core.read_header(_byte_view(blob), max_symbols)
-    row_mode = int(d["row_mode"])
-    single = row_mode == int(_core.ROW_SINGLE)
-    uses_index = row_mode == int(_core.ROW_INDEX)
-    return FrameInfo(
-        version=int(d["version"]),
-        kind=int(d["kind"]),
-        checksum=bool(d["checksum"]),
-        dtype=str(d["dtype"]),
-        shape=tuple(int(s) for s in d["shape"]),
-        channel_axis=None if (single or uses_index) else row_mode,
-        uses_index=uses_index,
-        precision=int(d["precision"]),
-        lanes=int(d["lanes"]),
-        chunk_size=int(d["chunk_size"]),
-        fingerprint=int(d["fingerprint"]),
-        num_symbols=int(d["num_symbols"]),
-        num_chunks=int(d["num_chunks"]),
-        meta=bytes(d["meta"]),
-        index_checksum=None if d["index_checksum"] is None else int(d["index_checksum"]),
-        header_length=int(d["header_length"]),
-        payload_length=int(d["payload_length"]),
-        frame_length=int(d["frame_length"]),
-    )
-
-
-def _int_option(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TaskcodecError(f"{name} must be an int, got {type(value).__name__}")
-    if not lo <= int(value) <= hi:
-        raise TaskcodecError(f"{name} must lie in {lo}..{hi}, got {value}")
-    return int(value)
-
-
-def _byte_view(blob: Any) -> memoryview:
-    if isinstance(blob, str):
-        raise TaskcodecError("a frame is bytes, not str")
-    try:
-        view = memoryview(blob)
-    except TypeError:
-        raise TaskcodecError(f"a frame must be bytes-like, got {type(blob).__name__}") from None
-    if not view.c_contiguous:
-        raise TaskcodecError("frame buffer must be contiguous")
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+def _as_recorded(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """The decoded int32 array in the dtype the frame records."""
+    if dtype == "int32":
+        return raw
+    _check_range(raw, dtype)
+    return raw.astype(dtype)

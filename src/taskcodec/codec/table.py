@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from taskcodec import _core
-from taskcodec.errors import TaskcodecError
+import taskcodec._core as _core
+from taskcodec.codec.rows import rows_for
+from taskcodec.errors import ArgumentTypeError, TaskcodecError
 
-__all__ = ["CdfTable", "DEFAULT_PRECISION"]
+__all__ = ["CdfTable", "fit_table", "DEFAULT_PRECISION", "DEFAULT_SMOOTHING", "DEFAULT_MARGIN"]
 
 DEFAULT_PRECISION = 14
+DEFAULT_SMOOTHING = 0.5
+"""Pseudo-count added to every bin of a fitted histogram (:func:`fit_table`)."""
+DEFAULT_MARGIN = 0.25
+"""Fraction of a row's observed span added on either side by :func:`fit_table`."""
 
 
 class CdfTable:
@@ -23,7 +28,8 @@ class CdfTable:
     builds a table from the same inputs gets the same integers, and ``fingerprint``
     (a 64-bit FNV-1a hash of :meth:`to_bytes`) identifies them in every frame.
 
-    Build with :meth:`from_pmf` (probabilities), :meth:`from_freqs` (integers) or
+    Build with :meth:`from_pmf` (probabilities), :meth:`from_counts` (histograms; or
+    :func:`fit_table` straight from sample symbols), :meth:`from_freqs` (integers) or
     :meth:`from_bytes` (shipped tables). Instances are immutable and hashable.
     """
 
@@ -31,7 +37,7 @@ class CdfTable:
 
     def __init__(self, core_table: Any) -> None:
         if not isinstance(core_table, _core.Table):
-            raise TypeError("use CdfTable.from_pmf, from_freqs or from_bytes")
+            raise ArgumentTypeError("use CdfTable.from_pmf, from_counts, from_freqs or from_bytes")
         self._t = core_table
 
     # ------------------------------------------------------------------ builders
@@ -87,6 +93,42 @@ class CdfTable:
         return cls(
             _core.Table.from_pmf(np.ascontiguousarray(p), offs, int(precision), lens, esc, bool(trim_tails))
         )
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: Any,
+        offsets: Any,
+        precision: int = DEFAULT_PRECISION,
+        *,
+        lengths: Any = None,
+        smoothing: float = DEFAULT_SMOOTHING,
+        trim_tails: bool = True,
+    ) -> "CdfTable":
+        """Tables from histograms: ``counts [C, K]`` of the values ``offsets[r] + 0 .. K - 1``.
+
+        Every bin of a row (its first ``lengths[r]`` bins, all ``K`` by default) gets the
+        pseudo-count ``smoothing``, so values seen in no sample keep a small probability;
+        ``trim_tails`` is :meth:`from_pmf`'s. This is the one histogram -> table step
+        of the package (:func:`fit_table` builds the histograms from sample symbols).
+        """
+        c = np.asarray(counts, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] < 1:
+            raise TaskcodecError(f"counts must be 2-D [rows, bins], got shape {c.shape}")
+        if not np.isfinite(c).all() or (c < 0).any():
+            raise TaskcodecError("counts must be finite and non-negative")
+        if not (isinstance(smoothing, (int, float, np.floating)) and smoothing >= 0):
+            raise TaskcodecError(f"smoothing must be a number >= 0, got {smoothing!r}")
+        width = c.shape[1]
+        if lengths is None:
+            lens = np.full(c.shape[0], width, dtype=np.int64)
+        else:
+            lens = _int_vector(lengths, c.shape[0], "lengths", np.uint32).astype(np.int64)
+            if lens.size and (lens.max() > width or lens.min() < 1):
+                raise TaskcodecError(f"lengths must lie in 1..{width} (the bins of counts)")
+        used = np.arange(width)[None, :] < lens[:, None]
+        pmf = np.where(used, c + float(smoothing), 0.0)
+        return cls.from_pmf(pmf, offsets, precision, lengths=lens, trim_tails=trim_tails)
 
     @classmethod
     def from_freqs(cls, freqs: Any, offsets: Any, precision: int = DEFAULT_PRECISION, *, lengths: Any = None) -> "CdfTable":
@@ -164,10 +206,8 @@ class CdfTable:
         escape symbol plus their raw bits (docs/format.md). A frame's payload is within
         a few bytes per chunk of this number.
         """
-        from taskcodec.codec.frame import _rows_for
-
         s = np.asarray(symbols).astype(np.int64)
-        rows = _rows_for(s, self, index, channel_axis)
+        rows = rows_for(s, self.num_rows, index, channel_axis)
         off = self.offsets.astype(np.int64)[rows]
         k = self.lengths.astype(np.int64)[rows]
         local = s - off
@@ -217,3 +257,43 @@ def _int_vector(values: Any, rows: int, name: str, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
+def fit_table(
+    symbols: Any,
+    *,
+    channel_axis: Optional[int] = 1,
+    precision: int = DEFAULT_PRECISION,
+    smoothing: float = DEFAULT_SMOOTHING,
+    margin: float = DEFAULT_MARGIN,
+) -> CdfTable:
+    """One table row per channel from the histograms of sample symbols (e.g. calibration data).
+
+    Each row covers the channel's observed range widened on either side by ``margin`` times its
+    span (rounded up), every bin gets the pseudo-count ``smoothing``
+    (:meth:`CdfTable.from_counts`); values outside a row are escaped and still coded exactly.
+    ``channel_axis=None`` fits a single row for all symbols.
+    """
+    q = np.asarray(symbols)
+    if q.dtype == np.bool_ or not np.issubdtype(q.dtype, np.integer):
+        raise ArgumentTypeError(f"symbols must be an integer array, got dtype {q.dtype}")
+    if q.size == 0:
+        raise TaskcodecError("no symbols to fit a table on")
+    if not (isinstance(margin, (int, float, np.floating)) and margin >= 0):
+        raise TaskcodecError(f"margin must be a number >= 0, got {margin!r}")
+    if channel_axis is None:
+        per_c = q.reshape(1, -1).astype(np.int64)
+    else:
+        axis = channel_axis + q.ndim if channel_axis < 0 else channel_axis
+        if not 0 <= axis < q.ndim:
+            raise TaskcodecError(f"channel_axis {channel_axis} is out of range for shape {q.shape}")
+        per_c = np.moveaxis(q, axis, 0).reshape(q.shape[axis], -1).astype(np.int64)
+        if per_c.shape[1] == 0:
+            raise TaskcodecError("no symbols to fit a table on")
+    lo, hi = per_c.min(axis=1), per_c.max(axis=1)
+    pad = np.ceil(margin * (hi - lo + 1)).astype(np.int64)
+    lo, hi = lo - pad, hi + pad
+    lengths = hi - lo + 1
+    width = int(lengths.max())
+    rows = per_c.shape[0]
+    idx = (per_c - lo[:, None]) + np.arange(rows, dtype=np.int64)[:, None] * width
+    counts = np.bincount(idx.ravel(), minlength=rows * width).reshape(rows, width)
+    return CdfTable.from_counts(counts, lo, precision, lengths=lengths, smoothing=smoothing)

@@ -6,7 +6,12 @@ checksummed frame of kind "sparse update" (docs/format.md section 21)::
     import taskcodec as tc
     comp = tc.fl.TopKCompressor(ratio=0.01, values="int8")
     blob = comp.compress({"w": delta_w, "b": delta_b})     # bytes to upload
-    dense = comp.decompress(blob)                          # {"w": ..., "b": ...} float32
+    dense = comp.decompress(blob)                          # {"w": ..., "b": ...} as they went in
+
+Modules: :mod:`~taskcodec.fl.coding` (top-k and value-coding settings),
+:mod:`~taskcodec.fl.updates` (what an update is), :mod:`~taskcodec.fl.compressor` (one round
+of top-k with error feedback), :mod:`~taskcodec.fl.frames` (reading, decompressing and
+accumulating frames), :mod:`~taskcodec.fl.gpu` (the device kernels).
 
 Importing this package needs only numpy. :mod:`taskcodec.fl.flower` (Flower client mod and
 server strategy wrapper) imports ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
@@ -18,19 +23,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from taskcodec.fl.compressor import (
+from taskcodec.fl.coding import (
+    DEFAULT_RATIO,
+    DEFAULT_VALUES,
     VALUE_CODINGS,
-    TopKCompressor,
-    accumulate,
-    decompress,
-    read_update,
     topk_count,
     topk_select,
 )
+from taskcodec.fl.compressor import TopKCompressor
+from taskcodec.fl.frames import accumulate, decompress, read_update
 
 __all__ = [
     "TopKCompressor",
     "VALUE_CODINGS",
+    "DEFAULT_RATIO",
+    "DEFAULT_VALUES",
     "accumulate",
     "decompress",
     "read_update",

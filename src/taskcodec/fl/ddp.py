@@ -21,7 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from taskcodec import _core
+import taskcodec._core as _core
+from taskcodec.errors import TaskcodecError
+from taskcodec.fl.coding import DEFAULT_RATIO, DEFAULT_VALUES
 from taskcodec.fl.compressor import TopKCompressor
 
 __all__ = ["TopKState", "topk_hook"]
@@ -32,8 +34,9 @@ class TopKState:
 
     Args:
         process_group: the group to communicate in (None: the default group).
-        ratio: fraction of each bucket sent.
-        values: value coding (see :data:`taskcodec.fl.VALUE_CODINGS`).
+        ratio: fraction of each bucket sent (the compressor's default).
+        values: value coding (see :data:`taskcodec.fl.VALUE_CODINGS`; the compressor's default,
+            ``taskcodec.fl.DEFAULT_VALUES``).
         start_iter: iterations of plain all-reduce before compression starts.
         error_feedback: keep the unsent part for the next iteration (recommended).
         **compressor_args: further :class:`~taskcodec.fl.TopKCompressor` options.
@@ -42,10 +45,11 @@ class TopKState:
     __slots__ = ("process_group", "ratio", "values", "start_iter", "error_feedback", "compressor_args",
                  "iter", "compressors", "bytes_sent")
 
-    def __init__(self, process_group: Optional[Any] = None, ratio: float = 0.01, values: str = "float16",
-                 start_iter: int = 10, error_feedback: bool = True, **compressor_args: Any) -> None:
+    def __init__(self, process_group: Optional[Any] = None, ratio: float = DEFAULT_RATIO,
+                 values: str = DEFAULT_VALUES, start_iter: int = 10, error_feedback: bool = True,
+                 **compressor_args: Any) -> None:
         if start_iter < 0:
-            raise ValueError(f"start_iter must be >= 0, got {start_iter}")
+            raise TaskcodecError(f"start_iter must be >= 0, got {start_iter}")
         TopKCompressor(ratio, values, error_feedback, **compressor_args)  # validates the settings
         self.process_group = process_group
         self.ratio = float(ratio)
@@ -57,8 +61,14 @@ class TopKState:
         self.compressors: Dict[int, TopKCompressor] = {}
         self.bytes_sent = 0  # by this rank, compressed frames only
 
-    def compressor(self, index: int) -> TopKCompressor:
+    def compressor(self, index: int, size: Optional[int] = None) -> TopKCompressor:
+        """The compressor of bucket ``index``; a fresh one when the bucket now holds ``size``
+        elements and its residual another number (DDP rebuilds its buckets after the first
+        iteration: the old residual belongs to other parameters)."""
         c = self.compressors.get(index)
+        held = None if c is None else c.residuals.get("")
+        if c is not None and size is not None and held is not None and held.size != size:
+            c = None
         if c is None:
             c = TopKCompressor(self.ratio, self.values, self.error_feedback, **self.compressor_args)
             self.compressors[index] = c
@@ -99,7 +109,7 @@ def topk_hook(state: TopKState, bucket: dist.GradBucket) -> torch.futures.Future
         fut = dist.all_reduce(buf, group=group, async_op=True).get_future()
         return fut.then(lambda f: f.value()[0])
     grad = buf.detach().to("cpu", torch.float32).contiguous().numpy().reshape(-1)
-    blob = state.compressor(bucket.index()).compress(grad)
+    blob = state.compressor(bucket.index(), grad.size).compress(grad)
     state.bytes_sent += len(blob)
     frames = _all_gather_bytes(blob, group, world)
     dense = np.zeros(grad.size, np.float32)

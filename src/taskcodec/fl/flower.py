@@ -46,8 +46,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
-from taskcodec.errors import TaskcodecError
-from taskcodec.fl.compressor import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS, TopKCompressor, decompress
+from taskcodec.errors import DownlinkMismatch, ModelMismatch, TaskcodecError
+from taskcodec.fl.coding import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS
+from taskcodec.fl.compressor import TopKCompressor
+from taskcodec.fl.frames import decompress
 
 __all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY", "ModelMismatch",
            "DownlinkMismatch", "fingerprint"]
@@ -84,14 +86,6 @@ def _save_state(comp: TopKCompressor, state: RecordDict) -> None:
     state[_STATE_ARRAYS] = ArrayRecord({k: Array(v) for k, v in comp.residuals.items()})
     if comp.velocities:
         state[_STATE_VEL] = ArrayRecord({k: Array(v) for k, v in comp.velocities.items()})
-
-
-class ModelMismatch(TaskcodecError):
-    """A frame that decoded but does not fit the model it is added to (names, shapes)."""
-
-
-class DownlinkMismatch(ModelMismatch):
-    """A node's copy of the model does not fit the compressed steps the server sent."""
 
 
 def fingerprint(arrays: Dict[str, np.ndarray]) -> int:

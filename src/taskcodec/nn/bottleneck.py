@@ -52,9 +52,11 @@ class TaskBottleneck(nn.Module):
         kernel_size: spatial kernel of the outer convolutions (odd; 1 for token maps
             flattened as ``[N, C, T]`` is fine too: the layers are ``Conv2d``, so give
             ``[N, C, H, W]`` inputs).
-        quantizer: ``"noise"`` (additive uniform noise while training) or ``"ste"``
-            (rounding with a straight-through gradient for the decoder's input; the rate still
-            uses the noisy latent, as the entropic student does).
+        quantizer: ``"ste"`` (the default: rounding with a straight-through gradient for the
+            decoder's input; the rate still uses the noisy latent, as the entropic student
+            does) or ``"noise"`` (the decoder sees the latent plus uniform noise while
+            training; in short runs it learns latents smaller than the rounding step, which
+            rounding at test time then destroys, docs/features.md).
         precision: bits of the taskcodec tables built by :meth:`update`.
     """
 
@@ -65,16 +67,16 @@ class TaskBottleneck(nn.Module):
         *,
         hidden: Optional[int] = None,
         kernel_size: int = 3,
-        quantizer: str = "noise",
+        quantizer: str = "ste",
         precision: int = 14,
     ) -> None:
         super().__init__()
         from compressai.entropy_models import EntropyBottleneck
 
         if quantizer not in ("noise", "ste"):
-            raise ValueError(f"quantizer must be 'noise' or 'ste', got {quantizer!r}")
+            raise TaskcodecError(f"quantizer must be 'noise' or 'ste', got {quantizer!r}")
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+            raise TaskcodecError(f"kernel_size must be odd, got {kernel_size}")
         hidden = hidden or in_channels
         pad = kernel_size // 2
         self.encoder = nn.Sequential(
@@ -243,7 +245,7 @@ def train_bottleneck(
     from tqdm.auto import tqdm
 
     if not lam >= 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
+        raise TaskcodecError(f"lam must be >= 0, got {lam}")
     teacher = copy.deepcopy(tail).eval() if distill else None
     params = list(bottleneck.encoder.parameters()) + list(bottleneck.decoder.parameters())
     density = [p for n, p in bottleneck.entropy.named_parameters() if not n.endswith("quantiles")]

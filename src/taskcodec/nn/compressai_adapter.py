@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import taskcodec as tc
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import ArgumentTypeError, TaskcodecError
 
 __all__ = ["use_taskcodec"]
 
@@ -59,9 +59,9 @@ class _TaskcodecCoding:
     def compress(self, inputs: torch.Tensor, indexes: torch.Tensor,  # type: ignore[override]
                  means: Optional[torch.Tensor] = None) -> List[bytes]:
         if inputs.dim() < 2:
-            raise ValueError("Invalid `inputs` size. Expected a tensor with at least 2 dimensions.")
+            raise TaskcodecError("Invalid `inputs` size. Expected a tensor with at least 2 dimensions.")
         if inputs.size() != indexes.size():
-            raise ValueError("`inputs` and `indexes` should have the same size.")
+            raise TaskcodecError("`inputs` and `indexes` should have the same size.")
         symbols = self.quantize(inputs, "symbols", means)  # type: ignore[attr-defined]
         table = self.taskcodec_table()
         sym = symbols.to(torch.int32).cpu().numpy()
@@ -72,7 +72,7 @@ class _TaskcodecCoding:
     def decompress(self, strings: List[bytes], indexes: torch.Tensor,  # type: ignore[override]
                    dtype: torch.dtype = torch.float, means: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not isinstance(strings, (tuple, list)) or len(strings) != indexes.size(0):
-            raise ValueError("Invalid strings or indexes parameters")
+            raise TaskcodecError("Invalid strings or indexes parameters")
         table = self.taskcodec_table()
         idx = indexes.to(torch.int32).cpu().numpy()
         out = np.stack([tc.decode(s, table, index=idx[i]) for i, s in enumerate(strings)])
@@ -127,5 +127,5 @@ def use_taskcodec(model: nn.Module) -> nn.Module:
     changed = sum(_adapt(m) for m in mods)
     already = any(isinstance(m, _mixin()) for m in mods)
     if not changed and not already:
-        raise TypeError(f"{type(model).__name__} holds no CompressAI EntropyBottleneck / GaussianConditional")
+        raise ArgumentTypeError(f"{type(model).__name__} holds no CompressAI EntropyBottleneck / GaussianConditional")
     return model

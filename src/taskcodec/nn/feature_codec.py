@@ -1,24 +1,25 @@
 """Post-training feature codec: calibrate on sample activations, then compress any batch.
 
-Quantization is per-channel affine, ``q = round((x - zero[c]) / step[c])`` and
-``x_hat = q * step[c] + zero[c]``, with ``step[c] = step_per_std * std[c]`` (the channel's
-calibration standard deviation). ``step_per_std`` is given, or found by bisection so that the
-calibration features code at a target number of ``bits`` per element, or reach a target
-``snr_db``. The entropy model is one integer table per channel (:meth:`taskcodec.CdfTable.from_pmf`)
-built from the smoothed histogram of the calibration symbols, widened by a margin; values
-outside a row are escaped and still coded exactly. Each :meth:`FeatureCodec.compress` call makes
-one core frame whose ``meta`` carries the steps and zero points, so a frame is self-describing
-apart from the tables, which ship once with the model (:meth:`FeatureCodec.save`). A frame
-coded with another calibration's tables raises :class:`taskcodec.TableMismatchError`.
+Quantization is :func:`taskcodec.quantize`'s per-channel affine rounding,
+``q = rint((x - zero[c]) * (1 / step[c]))`` and ``x_hat = q * step[c] + zero[c]`` in float32,
+with ``step[c] = step_per_std * std[c]`` (the channel's calibration standard deviation).
+``step_per_std`` is given, or found by bisection so that the calibration features code at a
+target number of ``bits`` per element, or reach a target ``snr_db``. The entropy model is one
+integer table per channel, fitted by :func:`taskcodec.fit_table` on the calibration symbols
+(smoothed histograms widened by a margin); values outside a row are escaped and still coded
+exactly. Each :meth:`FeatureCodec.compress` call makes one core frame whose ``meta`` is the
+``TCFQ`` block of :mod:`taskcodec.codec.quant` (the steps and zero points, or their digest), so
+a frame is self-describing apart from the tables, which ship once with the model
+(:meth:`FeatureCodec.to_bytes`, :meth:`FeatureCodec.save`). A frame coded with another
+calibration's tables raises :class:`taskcodec.TableMismatchError`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
-import struct
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -26,15 +27,13 @@ import numpy as np
 import torch
 
 import taskcodec as tc
-from taskcodec.errors import CorruptStreamError, TaskcodecError
+from taskcodec.codec import quant
+from taskcodec.errors import ArgumentTypeError, CorruptStreamError, TaskcodecError
 
 __all__ = ["FeatureCodec"]
 
-_META_MAGIC = b"TCFQ"
-_META_VERSION = 1
 _SAVE_FORMAT = "taskcodec.FeatureCodec"
 _SAVE_VERSION = 1
-_FLAG_PARAMS = 1  # meta carries steps and zero points (else an 8-byte digest of them)
 _MAX_CALIB = 1 << 22  # elements per channel used for the step search and the histograms
 
 
@@ -49,11 +48,12 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 def _channels_first(x: np.ndarray, axis: int) -> np.ndarray:
     """``[C, everything else]`` view/copy of ``x`` with ``axis`` as the channel axis."""
-    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    return np.ascontiguousarray(np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1))
 
 
 def _entropy_bits(q: np.ndarray) -> float:
     """Mean empirical entropy (bits/element) of per-channel symbols ``q [C, M]``."""
+    q = q.astype(np.int64)
     lo = q.min(axis=1, keepdims=True)
     width = int((q.max(axis=1, keepdims=True) - lo).max()) + 1
     idx = (q - lo) + np.arange(q.shape[0])[:, None] * width
@@ -86,7 +86,7 @@ class FeatureCodec:
         steps = np.ascontiguousarray(steps, dtype=np.float32).reshape(-1)
         zeros = np.ascontiguousarray(zeros, dtype=np.float32).reshape(-1)
         if not isinstance(table, tc.CdfTable):
-            raise TypeError(f"table must be a taskcodec.CdfTable, got {type(table).__name__}")
+            raise ArgumentTypeError(f"table must be a taskcodec.CdfTable, got {type(table).__name__}")
         if steps.size != table.num_rows or zeros.size != table.num_rows:
             raise TaskcodecError(
                 f"{table.num_rows} table rows but {steps.size} steps and {zeros.size} zero points"
@@ -100,14 +100,8 @@ class FeatureCodec:
         self.step_per_std = float(step_per_std)
         self.info = dict(info or {})
         self.params_in_frame = bool(params_in_frame)
-        params = steps.astype("<f4").tobytes() + zeros.astype("<f4").tobytes()
-        self._digest = hashlib.blake2b(params, digest_size=8).digest()
-        flags = _FLAG_PARAMS if self.params_in_frame else 0
-        self._meta = (
-            _META_MAGIC
-            + struct.pack("<BBH", _META_VERSION, flags, steps.size)
-            + (params if self.params_in_frame else self._digest)
-        )
+        self._digest = quant.params_digest(steps, zeros)
+        self._meta = quant.params_meta(steps, zeros, in_frame=self.params_in_frame)
 
     # ------------------------------------------------------------------ calibration
     @classmethod
@@ -167,25 +161,28 @@ class FeatureCodec:
             )
         if not np.isfinite(x).all():
             raise TaskcodecError("calibration samples contain NaN or infinity")
-        per_c = _channels_first(x, axis).astype(np.float64)
+        per_c = _channels_first(x, axis)
         if per_c.shape[1] > _MAX_CALIB:  # a fixed subsample keeps calibration bounded
             keep = np.random.default_rng(0).choice(per_c.shape[1], _MAX_CALIB, replace=False)
-            per_c = per_c[:, np.sort(keep)]
-        mean = per_c.mean(axis=1)
-        std = per_c.std(axis=1)
+            per_c = np.ascontiguousarray(per_c[:, np.sort(keep)])
+        wide = per_c.astype(np.float64)
+        mean = wide.mean(axis=1)
+        std = wide.std(axis=1)
         zeros = mean if center == "mean" else np.zeros_like(mean)
         dead = std <= 1e-12 * max(float(std.max()), 1e-30)
-        zeros = np.where(dead, mean, zeros)  # constant channels: exactly one symbol, 0
+        zeros = np.where(dead, mean, zeros).astype(np.float32)  # constant channels: one symbol, 0
         std_safe = np.where(dead, 1.0, std)
-        signal = float((per_c**2).mean())
+        signal = float((wide**2).mean())
+        del wide
 
         def symbols(s: float) -> Tuple[np.ndarray, np.ndarray]:
-            steps = np.where(dead, 1.0, s * std_safe)
-            return np.rint((per_c - zeros[:, None]) / steps[:, None]), steps
+            steps = np.where(dead, 1.0, s * std_safe).astype(np.float32)
+            steps = np.maximum(steps, np.finfo(np.float32).tiny)
+            return quant.quantize(per_c, steps, zeros, channel_axis=0), steps
 
         def snr(s: float) -> float:
             q, steps = symbols(s)
-            err = float((((q * steps[:, None] + zeros[:, None]) - per_c) ** 2).mean())
+            err = float(((quant.dequantize(q, steps, zeros, channel_axis=0) - per_c).astype(np.float64) ** 2).mean())
             return 10 * math.log10(max(signal, 1e-30) / max(err, 1e-30))
 
         if bits is not None or snr_db is not None:
@@ -193,7 +190,7 @@ class FeatureCodec:
                 raise TaskcodecError(f"bits must be positive, got {bits}")
             # Both the entropy and the SNR fall as the step grows: bisect on log(step).
             target = float(bits if bits is not None else snr_db)
-            metric = (lambda s: _entropy_bits(symbols(s)[0].astype(np.int64))) if bits is not None else snr
+            metric = (lambda s: _entropy_bits(symbols(s)[0])) if bits is not None else snr
             lo, hi = math.log(1e-3), math.log(1e3)
             for _ in range(40):
                 mid = 0.5 * (lo + hi)
@@ -205,29 +202,16 @@ class FeatureCodec:
         if not step_per_std > 0:
             raise TaskcodecError(f"step_per_std must be positive, got {step_per_std}")
         q, steps = symbols(step_per_std)
-        table = cls._fit_table(q.astype(np.int64), precision, smoothing, margin)
+        table = tc.fit_table(q, channel_axis=0, precision=precision, smoothing=smoothing, margin=margin)
         info = {
             "calibration_elements_per_channel": int(per_c.shape[1]),
-            "calibration_bits_per_element": _entropy_bits(q.astype(np.int64)),
+            "calibration_bits_per_element": _entropy_bits(q),
             "calibration_snr_db": snr(step_per_std),
             "center": center,
             "precision": int(precision),
         }
         return cls(table, steps, zeros, channel_axis=channel_axis, step_per_std=step_per_std,
                    info=info, params_in_frame=params_in_frame)
-
-    @staticmethod
-    def _fit_table(q: np.ndarray, precision: int, smoothing: float, margin: float) -> tc.CdfTable:
-        """Smoothed per-channel histograms of symbols ``q [C, M]`` -> integer tables."""
-        lo, hi = q.min(axis=1), q.max(axis=1)
-        pad = np.ceil(margin * (hi - lo + 1)).astype(np.int64)
-        lo, hi = lo - pad, hi + pad
-        lengths = hi - lo + 1
-        width = int(lengths.max())
-        idx = (q - lo[:, None]) + np.arange(q.shape[0])[:, None] * width
-        counts = np.bincount(idx.ravel(), minlength=q.shape[0] * width).reshape(q.shape[0], width)
-        pmf = counts + smoothing * (np.arange(width)[None, :] < lengths[:, None])
-        return tc.CdfTable.from_pmf(pmf.astype(np.float64), lo, precision, lengths=lengths)
 
     # ------------------------------------------------------------------ coding
     @property
@@ -245,11 +229,6 @@ class FeatureCodec:
             raise TaskcodecError(f"channel_axis {self.channel_axis} is out of range for {ndim} dims")
         return axis
 
-    def _bshape(self, ndim: int, axis: int) -> Tuple[int, ...]:
-        shape = [1] * ndim
-        shape[axis] = self.channels
-        return tuple(shape)
-
     def quantize(self, features: Any) -> np.ndarray:
         """Integer symbols (``int32``) of ``features``, as :meth:`compress` codes them."""
         x = _to_numpy(features)
@@ -261,19 +240,16 @@ class FeatureCodec:
             )
         if not np.isfinite(x).all():
             raise TaskcodecError("features contain NaN or infinity")
-        bs = self._bshape(x.ndim, axis)
-        q = np.rint((x - self.zeros.reshape(bs)) / self.steps.reshape(bs))
-        if np.abs(q).max(initial=0) >= 2**31 - 1:
-            raise TaskcodecError("features are too large for this calibration's steps (int32 overflow)")
-        return q.astype(np.int32)
+        try:
+            return quant.quantize(np.ascontiguousarray(x), self.steps, self.zeros, channel_axis=axis)
+        except TaskcodecError as e:
+            raise TaskcodecError(f"features are too large for this calibration's steps: {e}") from None
 
     def dequantize(self, symbols: Any, axis: Optional[int] = None) -> torch.Tensor:
         """float32 tensor ``symbols * step + zero`` (channel axis ``axis`` or the codec's)."""
         q = np.asarray(symbols)
         ax = self._axis(q.ndim) if axis is None else axis
-        bs = self._bshape(q.ndim, ax)
-        x = q.astype(np.float32) * self.steps.reshape(bs) + self.zeros.reshape(bs)
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        return torch.from_numpy(quant.dequantize(q, self.steps, self.zeros, channel_axis=ax))
 
     def bits_per_element(self, features: Any) -> float:
         """Ideal code length of ``features`` under the tables (bits per element, no frame)."""
@@ -298,43 +274,28 @@ class FeatureCodec:
     def decompress(self, blob: Any, *, threads: int = 0) -> torch.Tensor:
         """The dequantized float32 tensor, in the compressed tensor's shape.
 
-        Raises :class:`taskcodec.TableMismatchError` for a frame coded with other tables and
-        :class:`taskcodec.CorruptStreamError` for damaged frames or foreign ``meta``.
+        Raises :class:`taskcodec.TableMismatchError` for a frame coded with other tables (or,
+        with ``params_in_frame=False``, other steps) and :class:`taskcodec.CorruptStreamError`
+        for damaged frames or foreign ``meta``.
         """
-        q = tc.decode(blob, self.table, threads=threads)  # validates CRC, sizes, fingerprint
-        header = tc.read_header(blob)
-        meta = header.meta
-        c = self.channels
-        flags = meta[5] if len(meta) >= 8 else -1
-        if (
-            len(meta) != 8 + (8 * c if flags == _FLAG_PARAMS else 8)
-            or meta[:4] != _META_MAGIC
-            or struct.unpack_from("<BBH", meta, 4) != (_META_VERSION, flags, c)
-            or header.channel_axis is None
-        ):
-            raise CorruptStreamError(
-                f"frame meta is not a FeatureCodec v{_META_VERSION} block for {c} channels "
-                f"({len(meta)} bytes, starts {bytes(meta[:4])!r})"
-            )
-        if flags != _FLAG_PARAMS:
-            if bytes(meta[8:16]) != self._digest:
+        header = tc.read_header(blob)  # validates structure and CRC
+        q = tc.decode(blob, self.table, threads=threads)  # and the fingerprint
+        if header.channel_axis is None:
+            raise CorruptStreamError("the frame was not coded along a channel axis (not a FeatureCodec frame)")
+        steps, zeros, digest = quant.read_params_meta(header.meta, self.channels)
+        if steps is None:
+            if digest != self._digest:
                 raise tc.TableMismatchError(
                     "the frame was quantized with other steps / zero points than this codec's "
                     "(same tables, different calibration)"
                 )
             steps, zeros = self.steps, self.zeros
-        else:
-            steps = np.frombuffer(meta, dtype="<f4", count=c, offset=8)
-            zeros = np.frombuffer(meta, dtype="<f4", count=c, offset=8 + 4 * c)
-        if not (np.isfinite(steps).all() and (steps > 0).all() and np.isfinite(zeros).all()):
-            raise CorruptStreamError("frame meta holds non-finite or non-positive steps")
-        bs = self._bshape(q.ndim, header.channel_axis)
-        x = q.astype(np.float32) * steps.reshape(bs) + zeros.reshape(bs)
-        return torch.from_numpy(x)
+        return torch.from_numpy(quant.dequantize(q, steps, zeros, channel_axis=header.channel_axis))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Union[str, Path]) -> None:
-        """Write the calibration (tables, steps, zero points, settings) as ``.npz``; no pickle."""
+    def to_bytes(self) -> bytes:
+        """The calibration (tables, steps, zero points, settings) as bytes: an ``.npz`` archive
+        without pickles, the content of :meth:`save`. :meth:`from_bytes` reads it back."""
         header = {
             "format": _SAVE_FORMAT,
             "version": _SAVE_VERSION,
@@ -352,30 +313,46 @@ class FeatureCodec:
             steps=self.steps,
             zeros=self.zeros,
         )
-        Path(path).write_bytes(buf.getvalue())
+        return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Union[str, Path]) -> "FeatureCodec":
-        """Read a calibration written by :meth:`save` (checks format, version and fingerprint)."""
+    def from_bytes(cls, data: Any, *, source: str = "the data") -> "FeatureCodec":
+        """Read what :meth:`to_bytes` wrote (checks format, version and fingerprint)."""
         try:
-            with np.load(Path(path), allow_pickle=False) as z:
+            with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
                 header = json.loads(bytes(z["header"]).decode())
                 table = tc.CdfTable.from_bytes(bytes(z["table"]))
                 steps, zeros = np.array(z["steps"]), np.array(z["zeros"])
-        except (KeyError, ValueError, OSError) as e:
+            fmt, version = header.get("format"), header.get("version")
+        except TaskcodecError:
+            raise
+        except (KeyError, ValueError, OSError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
+            raise TaskcodecError(f"{source} is not a saved FeatureCodec: {e}") from e
+        if fmt != _SAVE_FORMAT or version != _SAVE_VERSION:
+            raise TaskcodecError(f"{source}: expected {_SAVE_FORMAT} v{_SAVE_VERSION}, found {fmt} v{version}")
+        if header.get("fingerprint") != f"{table.fingerprint:016x}":
+            raise tc.TableMismatchError(f"{source}: the stored tables do not match their fingerprint")
+        try:
+            return cls(table, steps, zeros, channel_axis=int(header["channel_axis"]),
+                       step_per_std=float(header["step_per_std"]), info=header.get("info"),
+                       params_in_frame=bool(header.get("params_in_frame", True)))
+        except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, TaskcodecError):
                 raise
-            raise TaskcodecError(f"{path} is not a saved FeatureCodec: {e}") from e
-        if header.get("format") != _SAVE_FORMAT or header.get("version") != _SAVE_VERSION:
-            raise TaskcodecError(
-                f"{path}: expected {_SAVE_FORMAT} v{_SAVE_VERSION}, found "
-                f"{header.get('format')} v{header.get('version')}"
-            )
-        if header.get("fingerprint") != f"{table.fingerprint:016x}":
-            raise tc.TableMismatchError(f"{path}: the stored tables do not match their fingerprint")
-        return cls(table, steps, zeros, channel_axis=int(header["channel_axis"]),
-                   step_per_std=float(header["step_per_std"]), info=header.get("info"),
-                   params_in_frame=bool(header.get("params_in_frame", True)))
+            raise TaskcodecError(f"{source} is not a saved FeatureCodec: {e!r}") from e
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write :meth:`to_bytes` to a file (``.npz``; no pickle)."""
+        Path(path).write_bytes(self.to_bytes())
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "FeatureCodec":
+        """Read a calibration written by :meth:`save` (see :meth:`from_bytes`)."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise TaskcodecError(f"{path} cannot be read: {e}") from e
+        return cls.from_bytes(data, source=str(path))
 
     def __repr__(self) -> str:
         return (
