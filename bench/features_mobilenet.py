@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """MobileNetV2 (real ImageNet weights): FeatureCodec at several cuts and rates vs sending JPEG.
 
-torchvision's MobileNetV2 with its ImageNet checkpoint (offline: ``taskcodec.demo.ensure_weights``)
+torchvision's MobileNetV2 with its ImageNet checkpoint (offline: ``taskcodec.zoo.weights.ensure_weights``)
 is cut at two or three places with ``tc.split.partition``. ``tc.nn.FeatureCodec`` is calibrated
 per cut on one set of real photos (scikit-image's bundled pictures: random crops and flips of
-the photos in ``taskcodec.demo.CALIBRATION_PHOTOS``) and evaluated on a disjoint set (random
+the photos in ``taskcodec.zoo.photos.CALIBRATION_PHOTOS``) and evaluated on a disjoint set (random
 crops and flips of other photos). Per cut and target rate: top-1 agreement with the
 uncompressed model, mean KL divergence ``KL(p_full || p_codec)`` of the output distributions,
 and the real bytes per image (one frame per image, calibration parameters shipped with the
@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
 
 import taskcodec as tc  # noqa: E402
-from taskcodec import demo  # noqa: E402
+from taskcodec.zoo import photos  # noqa: E402
+from taskcodec.zoo.weights import ensure_weights  # noqa: E402
 
-EVAL_PHOTOS = demo.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
+EVAL_PHOTOS = photos.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
                                         "colorwheel", "cell")
 CUTS = ("features.3", "features.6", "features.13")
 
@@ -51,7 +52,7 @@ def views(names: Sequence[str], n: int, seed: int) -> List[torch.Tensor]:
     rng = np.random.default_rng(seed)
     out = []
     for name in names:
-        img = torch.from_numpy(demo.load_photo(name)).permute(2, 0, 1)
+        img = torch.from_numpy(photos.load_photo(name)).permute(2, 0, 1)
         h, w = img.shape[1:]
         for k in range(n):
             frac = 1.0 if k == 0 else rng.uniform(0.5, 1.0)
@@ -112,11 +113,11 @@ def main(argv: Any = None) -> Dict[str, Any]:
     if args.quick:
         args.views, args.cuts, args.rates, args.jpeg = 2, args.cuts[1:2], args.rates[-1:], args.jpeg[-1:]
 
-    demo.ensure_weights()
+    ensure_weights()
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
     model = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1).eval()
-    cal_u8 = torch.stack(views(demo.CALIBRATION_PHOTOS, args.views, seed=0))
+    cal_u8 = torch.stack(views(photos.CALIBRATION_PHOTOS, args.views, seed=0))
     ev_u8 = torch.stack(views(EVAL_PHOTOS[:4] if args.quick else EVAL_PHOTOS, args.views, seed=1))
     x_cal, x_ev = normalize(cal_u8), normalize(ev_u8)
     with torch.inference_mode():
@@ -160,7 +161,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
         "benchmark": "features_mobilenet",
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
-        "settings": {"calibration_photos": list(demo.CALIBRATION_PHOTOS),
+        "settings": {"calibration_photos": list(photos.CALIBRATION_PHOTOS),
                      "evaluation_photos": list(EVAL_PHOTOS[:4] if args.quick else EVAL_PHOTOS),
                      "views_per_photo": args.views, "calibration_images": len(cal_u8),
                      "evaluation_images": len(ev_u8), "torch_threads": torch.get_num_threads()},
@@ -175,7 +176,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     (args.out / "features_mobilenet.json").write_text(json.dumps(result, indent=2))
     plot(rows, args.out / "features_mobilenet.png")
     print(f"machine: {machine_summary(machine)}")
-    print(f"MobileNetV2 ImageNet: calibrated on {len(cal_u8)} views of {len(demo.CALIBRATION_PHOTOS)} photos, "
+    print(f"MobileNetV2 ImageNet: calibrated on {len(cal_u8)} views of {len(photos.CALIBRATION_PHOTOS)} photos, "
           f"evaluated on {len(ev_u8)} views of {len(result['settings']['evaluation_photos'])} other photos "
           f"(one frame per image)")
     n_conf = rows[0]["confident_images"] if rows else 0

@@ -98,7 +98,7 @@ def real_weights(name: str, bits: float) -> Dict[str, Any]:
     except Exception as e:  # no hub / no local copy / not a ViT classifier
         return {"model": name, "loaded": False,
                 "reason": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
-    from taskcodec import demo
+    from taskcodec.zoo import photos
 
     size = model.config.image_size
 
@@ -107,13 +107,13 @@ def real_weights(name: str, bits: float) -> Dict[str, Any]:
 
         imgs = []
         for n in names:
-            img = torch.from_numpy(demo.load_photo(n)).permute(2, 0, 1)
+            img = torch.from_numpy(photos.load_photo(n)).permute(2, 0, 1)
             for flip in (False, True):
                 v = TF.resize(img.flip(-1) if flip else img, [size, size], antialias=True)
                 imgs.append((v.float() / 255.0 - 0.5) / 0.5)
         return torch.stack(imgs)
 
-    x_cal, x_ev = batch(demo.CALIBRATION_PHOTOS), batch(demo.EVALUATION_PHOTOS)
+    x_cal, x_ev = batch(photos.CALIBRATION_PHOTOS), batch(photos.EVALUATION_PHOTOS)
     out = {"model": name, "loaded": True, "cuts": []}
     with torch.inference_mode():
         ref = model(x_ev).logits.argmax(1)

@@ -20,7 +20,9 @@ times; latency is the median, measured on the device from the photo in hand to t
 * ``policy``: whatever the device's policy picks (measured link, profiles, floor).
 
 "Equal answers": the top-1 class of split vs edge-only on the same photo is reported per
-photo. Target (issue): at 250 KB/s, split latency <= 0.5 x edge-only latency.
+photo. Target (issue): at 250 kB/s, split latency <= 0.5 x edge-only latency.
+
+Bandwidths are in kB/s: kilobytes (1000 bytes) per second.
 
 Writes ``pipeline_latency_slowdown<S>.json`` and ``.png`` into ``--out``.
 """
@@ -46,11 +48,19 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
-    ap.add_argument("--bandwidths", type=float, nargs="+", default=[1000, 500, 300, 250, 100])
-    ap.add_argument("--photos", nargs="+", default=list(PHOTOS))
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--slowdown", type=float, default=8.0)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
+                    help="folder for the JSON and the plot (default: %(default)s)")
+    ap.add_argument("--up-kB-s", type=float, nargs="+", default=[1000, 500, 300, 250, 100],
+                    metavar="KB_S", help="uplink bandwidths to sweep, kB/s (kilobytes per "
+                    "second); the downlink is twice each (default: %(default)s)")
+    ap.add_argument("--photos", nargs="+", default=list(PHOTOS),
+                    help="scikit-image photo names or JPEG / PNG files (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="runs per bandwidth, photo and mode; latency is their median "
+                    "(default: %(default)s)")
+    ap.add_argument("--slowdown", type=float, default=8.0,
+                    help="emulate a device this many times slower than this machine "
+                    "(default: %(default)s)")
     ap.add_argument("--floor", type=float, default=1.0,
                     help="accuracy floor of split codecs (default 1.0: equal answers on the "
                     "held-out calibration views, as the target asks)")
@@ -71,19 +81,19 @@ def _center_crop_224(photo: Any) -> Any:
 def run(args: argparse.Namespace, edge_url: str) -> Dict[str, Any]:
     from tqdm import tqdm
 
-    from taskcodec.demo import load_photo
     from taskcodec.pipeline.device import DeviceClient
+    from taskcodec.zoo.photos import load_photo
 
     photos = {p: load_photo(p) for p in args.photos}
     crops = {p: _center_crop_224(img) for p, img in photos.items()}
     rows: List[Dict[str, Any]] = []
     with DeviceClient(edge_url, slowdown=args.slowdown, accuracy_floor=args.floor) as dev:
-        jobs = [(bw, p, m) for bw in args.bandwidths for p in args.photos for m in MODES]
+        jobs = [(bw, p, m) for bw in args.up_kB_s for p in args.photos for m in MODES]
         bar = tqdm(jobs, desc="requests", disable=None)
         current = None
         for bw, name, mode in bar:
             if bw != current:
-                dev.link.set(up_kBps=bw, down_kBps=2 * bw)
+                dev.link.set(up_kB_s=bw, down_kB_s=2 * bw)
                 dev.measure_link()
                 current = bw
             img = crops[name] if mode == "edge-only-224" else photos[name]
@@ -95,12 +105,12 @@ def run(args: argparse.Namespace, edge_url: str) -> Dict[str, Any]:
                 raise RuntimeError(f"{mode} at {bw} kB/s on {name}: {bad[0]}")
             r = res[-1]
             rows.append({
-                "up_kBps": bw, "photo": name, "mode": mode,
+                "up_kB_s": bw, "photo": name, "mode": mode,
                 "chosen": r.option.label() if r.option else r.mode,
                 "bytes_up": r.bytes_up, "answer": r.answer,
                 "latency_ms": statistics.median(x.latency_ms for x in res),
                 "latencies_ms": [round(x.latency_ms, 2) for x in res],
-                "fallback": r.fallback, "measured_up_kBps": round((dev.up_Bps or 0) / 1e3, 1),
+                "fallback": r.fallback, "measured_up_kB_s": round(dev.up_kB_s or 0, 1),
             })
         profile = {"device": dev.device_profile, "edge": dev.edge_info,
                    "codecs": [{"at": c.at, "rate": c.rate, "mean_bytes": c.mean_bytes,
@@ -109,11 +119,11 @@ def run(args: argparse.Namespace, edge_url: str) -> Dict[str, Any]:
     return {"rows": rows, "profile": profile}
 
 
-def summarize(rows: List[Dict[str, Any]], bandwidths: List[float]) -> List[Dict[str, Any]]:
+def summarize(rows: List[Dict[str, Any]], up_kB_s: List[float]) -> List[Dict[str, Any]]:
     out = []
-    for bw in bandwidths:
-        at = [r for r in rows if r["up_kBps"] == bw]
-        s: Dict[str, Any] = {"up_kBps": bw}
+    for bw in up_kB_s:
+        at = [r for r in rows if r["up_kB_s"] == bw]
+        s: Dict[str, Any] = {"up_kB_s": bw}
         for mode in MODES:
             rs = [r for r in at if r["mode"] == mode]
             if rs:
@@ -139,7 +149,7 @@ def plot(summary: List[Dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    xs = [s["up_kBps"] for s in summary]
+    xs = [s["up_kB_s"] for s in summary]
     for mode, style in zip(MODES, ("o-", "o--", "s-", "^-", "x:")):
         ys = [s.get(f"{mode}_ms") for s in summary]
         ax.plot(xs, ys, style, label=mode)
@@ -181,7 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if edge is not None:
             edge.stop()
-    summary = summarize(result["rows"], args.bandwidths)
+    summary = summarize(result["rows"], args.up_kB_s)
     title = (f"MobileNetV2 classification, device {args.slowdown:g}x slower than the edge, "
              f"median of {args.repeats}, {len(args.photos)} photos\n{machine_summary(machine)}")
     report = {
@@ -194,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Other work on the machine inflates and scatters every latency: recorded here.
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    target = next((s for s in summary if s["up_kBps"] == 250), None)
+    target = next((s for s in summary if s["up_kB_s"] == 250), None)
     if target is not None and "split_over_edge_only" in target:
         report["target_250"] = {
             "split_over_edge_only": target["split_over_edge_only"], "goal": 0.5,
@@ -206,19 +216,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
     plot(summary, out / f"{stem}.png", title)
 
+    from taskcodec._tables import format_table
+
     head = ["kB/s", *(f"{m} ms" for m in MODES), "split/edge", "same answer", "policy chose"]
-    lines = [head]
+    lines = []
     for s in summary:
-        lines.append([f"{s['up_kBps']:g}", *(f"{s.get(f'{m}_ms', float('nan')):.0f}"
+        lines.append([f"{s['up_kB_s']:g}", *(f"{s.get(f'{m}_ms', float('nan')):.0f}"
                                               for m in MODES),
                       f"{s.get('split_over_edge_only', float('nan')):.2f}",
                       f"{s['split_equals_edge_only']}/{s['photos']}",
                       ",".join(s["policy_modes"])])
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    for i, r in enumerate(lines):
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(head, lines, left=0))
     bytes_row = summary[0]
     print("mean bytes up: " + ", ".join(f"{m} {bytes_row.get(f'{m}_bytes', 0):,.0f}"
                                         for m in MODES))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ci_support import install_hint, skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "coders.py"
@@ -42,7 +43,8 @@ def _missing(*modules: str) -> list:
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     missing = _missing("constriction", "compressai", "matplotlib", "tqdm")
     if missing:
-        pytest.skip(f"benchmark dependencies not installed: {', '.join(missing)}")
+        skip_unless_ci(f"benchmark dependencies not installed: {', '.join(missing)}",
+                       install_hint(missing[0]))
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--quick", "--out", str(out)],

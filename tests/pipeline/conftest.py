@@ -7,7 +7,7 @@ except under CI (``CI`` set), where a missing piece is a failure.
 from __future__ import annotations
 
 import pytest
-from ci_support import require, skip_unless_ci
+from ci_support import WEIGHTS_HINT, require, skip_unless_ci
 
 for _m in ("torch", "torchvision", "fastapi", "uvicorn", "httpx", "jsonschema", "PIL",
            "skimage", "transformers"):
@@ -27,12 +27,19 @@ def _threads():
 
 @pytest.fixture(scope="session")
 def weights():
-    from taskcodec import demo
+    from taskcodec.errors import MissingWeightsError
+    from taskcodec.zoo.weights import ensure_weights
 
     try:
-        return demo.ensure_weights()
-    except demo.MissingWeightsError as exc:
-        skip_unless_ci(str(exc))
+        return ensure_weights()
+    except MissingWeightsError as exc:
+        skip_unless_ci(str(exc), WEIGHTS_HINT)
+
+
+@pytest.fixture(scope="session")
+def max_body() -> int:
+    """The request size limit the session's edge enforces."""
+    return MAX_BODY
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +68,6 @@ def cloud(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def photos():
-    from taskcodec.demo import load_photo
+    from taskcodec.zoo.photos import load_photo
 
     return {name: load_photo(name) for name in ("coffee", "chelsea", "astronaut")}

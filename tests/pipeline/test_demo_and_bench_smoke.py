@@ -28,9 +28,9 @@ def _pids_alive(pids):
 
 @pytest.mark.slow
 def test_demo_runs_the_loop_and_cleans_up(weights, tmp_path, capsys):
-    from taskcodec import cli
+    from taskcodec.apps import cli
 
-    rc = cli.main(["demo", "--out", str(tmp_path), "--bandwidths", "400", "--repeats", "1",
+    rc = cli.main(["demo", "--out", str(tmp_path), "--up-kB-s", "400", "--repeats", "1",
                    "--planner", "rules", "--slowdown", "4"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -52,7 +52,7 @@ def test_bench_script_smoke(edge, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the installed taskcodec, as users run it
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "pipeline_latency.py"), "--out", str(tmp_path),
-         "--edge", edge.url, "--bandwidths", "250", "--photos", "coffee", "--repeats", "1",
+         "--edge", edge.url, "--up-kB-s", "250", "--photos", "coffee", "--repeats", "1",
          "--slowdown", "2"],
         capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -1,13 +1,17 @@
-"""The device against a real edge: each mode, policy switching, fallback when the edge dies."""
+"""The device against a real edge: each mode, policy switching, fallback when the edge dies,
+and a wrong token."""
 
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
-from taskcodec.pipeline.device import DeviceClient, Option, Policy
-from taskcodec.pipeline.models import UNTRAINED_BANNER
+import taskcodec as tc
+from taskcodec.pipeline.device import DeviceClient
+from taskcodec.pipeline.policy import ModeOption, Policy
+from taskcodec.zoo.runtimes import UNTRAINED_BANNER
 
 from conftest import SERVER_ENV
 
@@ -19,7 +23,7 @@ def device(edge):
 
 
 def test_each_mode_answers(device, photos):
-    device.link.set(up_kBps=250, down_kBps=500)
+    device.link.set(up_kB_s=250, down_kB_s=500)
     coffee = photos["coffee"]
     res = {m: device.run("classify", "mobilenet_v2", coffee, mode=m)
            for m in ("edge-only", "device-only", "split")}
@@ -48,16 +52,16 @@ def test_policy_switches_mode_as_the_bandwidth_drops(edge, photos):
     """
     modes = {}
     with DeviceClient(edge.url, slowdown=20.0, profile_runs=3, probe_bytes=6000,
-                      up_kBps=5000, down_kBps=5000) as dev:
+                      up_kB_s=5000, down_kB_s=5000) as dev:
         for bw in (5000, 60, 8):
-            dev.link.set(up_kBps=bw, down_kBps=bw)
+            dev.link.set(up_kB_s=bw, down_kB_s=bw)
             dev.measure_link()
             if bw == 5000:
                 # The 6 kB probe takes about a millisecond here, less than the HTTP overhead
                 # on a loaded machine (measured 1.5-3 MB/s): it only tells "fast".
-                assert dev.up_Bps / 1e3 > 500, dev.up_Bps
+                assert dev.up_kB_s > 500, dev.up_kB_s
             else:  # transfer-dominated: within a factor of 2 of the set rate
-                assert bw / 2 < dev.up_Bps / 1e3 < bw * 2, (bw, dev.up_Bps)
+                assert bw / 2 < dev.up_kB_s < bw * 2, (bw, dev.up_kB_s)
             r = dev.run("classify", "mobilenet_v2", photos["coffee"])
             assert r.ok and r.answer == "espresso", r
             modes[bw] = (r.mode, r.reason)
@@ -78,7 +82,7 @@ def test_policy_rule_is_the_lowest_expected_latency_above_the_floor():
     cals = [Cal(6, 0.5, 10_000, 1.0), Cal(16, 2.0, 1_000, 0.25)]
     edge = {"full_ms": 20.0, "tail_ms": {6: 10.0, 16: 2.0}}
     device = {"full_ms": 400.0, "head_ms": {6: 100.0, 16: 390.0}, "jpeg_ms": 5.0}
-    opts = policy.options(up_Bps=250_000, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
+    opts = policy.options(up_kB_s=250, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
                           device=device, calibrations=cals)
     by = {o.label(): o for o in opts}
     assert set(by) == {"edge-only", "device-only", "split@6/r0.5"}  # 16/r2 is below the floor
@@ -89,16 +93,26 @@ def test_policy_rule_is_the_lowest_expected_latency_above_the_floor():
     assert by["device-only"].expected_ms == pytest.approx(400)
     best, reason = policy.choose(opts)
     assert best.label() == "split@6/r0.5" and "1 codec rates below the 0.90 floor" in reason
-    assert policy.last_choice.at == 6  # the tc.split.Choice behind the options
+    # The rate travels as bits per element with its calibration, not as a label.
+    assert best.bits == pytest.approx(8 * 10_000 / (32 * 28 * 28)) and best.calibration is cals[0]
+    assert best.agreement == 1.0 and f"{best.bits:.2f} bits/element" in reason
+    assert policy.last_choice.at == 6 and policy.last_choice.best.codec is cals[0]
+    assert policy.last_choice.bits == pytest.approx(best.bits)
     # split@16/r2 would be fastest at 20 kB/s but misses the floor: never chosen.
-    opts = policy.options(up_Bps=20_000, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
+    opts = policy.options(up_kB_s=20, rtt_ms=2.0, jpeg_bytes=70_000, edge=edge,
                           device=device, calibrations=cals)
     assert policy.choose(opts)[0].mode == "device-only"
     # No edge and no device model: an explicit error, not a guess.
-    with pytest.raises(Exception, match="no way to serve"):
-        policy.choose(policy.options(up_Bps=1, rtt_ms=1, jpeg_bytes=1, edge=None,
+    with pytest.raises(tc.PlanRefused, match="no way to serve"):
+        policy.choose(policy.options(up_kB_s=0.001, rtt_ms=1, jpeg_bytes=1, edge=None,
                                      device=None))
-    assert Option("split", 1.0, 1, at=6, rate=0.5).label() == "split@6/r0.5"
+    assert ModeOption("split", 1.0, 1, at=6, bits=0.5).label() == "split@6/0.5b"
+    assert ModeOption("split", 1.0, 1, at=6, bits=0.5, calibration=cals[0]).label() \
+        == "split@6/r0.5"
+    with pytest.raises(tc.TaskcodecError):
+        Policy(accuracy_floor=1.5)
+    with pytest.raises(tc.ArgumentTypeError):
+        Policy(accuracy_floor="high")
 
 
 def test_killing_the_edge_mid_run_falls_back_to_the_device(tmp_path, weights, photos):
@@ -142,10 +156,10 @@ def test_an_edge_that_hangs_times_out_into_the_fallback(weights, photos):
 
 
 def test_device_cli_against_the_edge(edge, capsys):
-    from taskcodec import cli
+    from taskcodec.apps import cli
 
     rc = cli.main(["device", "--edge", edge.url, "--image", "coffee", "--mode", "split",
-                   "--up", "300"])
+                   "--up-kB-s", "300"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "mode split@" in out and "-> espresso" in out and "policy:" in out
@@ -153,3 +167,67 @@ def test_device_cli_against_the_edge(edge, capsys):
                    "visual-question-answering", "--request", "is he smiling?"])
     out = capsys.readouterr().out
     assert rc == 0 and "UNTRAINED WEIGHTS" in out and "vqa (blip-tiny): mode edge-only" in out
+
+
+class _Served:
+    """A FastAPI app on a loopback port, in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from taskcodec.pipeline.procs import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", ws="none"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            threading.Event().wait(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def test_a_wrong_token_raises_authentication_error_not_a_fallback():
+    """An edge and a cloud that want a token: no token or a wrong one is a configuration
+    error (AuthenticationError, an EdgeUnavailable), never an httpx error or a silent
+    device-only fallback."""
+    import numpy as np
+
+    from taskcodec.pipeline.cloud import RulePlanner, create_cloud_app
+    from taskcodec.pipeline.edge import EdgeService, create_edge_app
+
+    edge_app = create_edge_app(EdgeService(models=()), token="s3cret")
+    cloud_app = create_cloud_app(RulePlanner(), token="s3cret")
+    with _Served(edge_app) as edge, _Served(cloud_app) as cloud:
+        for token in ("wrong", None):
+            dev = DeviceClient(edge.url, cloud_url=cloud.url, token=token, device_models=(),
+                               timeout_s=10)
+            with pytest.raises(tc.AuthenticationError, match="HTTP 401") as info:
+                dev.start()
+            assert isinstance(info.value, tc.EdgeUnavailable)
+            assert ("the token given" if token else "no token") in str(info.value)
+            with pytest.raises(tc.AuthenticationError, match="cloud planner"):
+                dev.plan("describe this photo")
+        photo = np.zeros((32, 32, 3), np.uint8)
+        with DeviceClient(edge.url, cloud_url=cloud.url, token="s3cret", device_models=(),
+                          probe_bytes=4000, timeout_s=10) as dev:
+            assert dev.edge_info == {} and dev.up_kB_s > 0 and dev.rtt_ms > 0
+            assert dev.plan("describe this photo")[0]["task"] == "image-to-text"
+            # The servers' token changes while the device runs: the next request that
+            # reaches them raises instead of falling back.
+            dev.token = "stale"
+            dev.http.http.headers["Authorization"] = "Bearer stale"
+            dev.meter.reprobe_s = 0.0  # re-measure the link (a token-guarded probe) now
+            with pytest.raises(tc.AuthenticationError, match="edge refused"):
+                dev.run("classify", "mobilenet_v2", photo)
+            with pytest.raises(tc.AuthenticationError):
+                dev.ask("describe this photo", photo)

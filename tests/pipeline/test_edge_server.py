@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 import taskcodec as tc
-from taskcodec.pipeline.edge import FRAME_MEDIA_TYPE
-
-from conftest import MAX_BODY
+from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +21,7 @@ def client(edge):
 @pytest.fixture(scope="module")
 def edge_codec(client):
     """The edge's codec for cut 16, rate 0.5, as a device fetches it."""
-    from taskcodec.pipeline.models import CodecCalibration
+    from taskcodec.zoo.runtimes import CodecCalibration
 
     cals = [CodecCalibration.from_json(d)
             for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]]
@@ -35,7 +33,7 @@ def good_frame(client, photos):
     """A real split frame of the coffee photo at cut 16, coded with the edge's codec."""
     import torch
 
-    from taskcodec.pipeline.models import CodecCalibration, MobileNetRuntime
+    from taskcodec.zoo.runtimes import CodecCalibration, MobileNetRuntime
 
     cals = [CodecCalibration.from_json(d)
             for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]]
@@ -63,7 +61,7 @@ def test_health_models_and_codecs(client):
 
 
 def test_split_and_full_inference(client, good_frame, photos):
-    from taskcodec.pipeline.models import encode_jpeg
+    from taskcodec.zoo.images import encode_jpeg
 
     r = _split(client, good_frame)
     assert r.status_code == 200, r.text
@@ -97,7 +95,7 @@ def test_malformed_frames_get_400_and_the_server_keeps_serving(client, edge_code
     body = r.json()
     assert message.lower() in body["detail"].lower()
     # The message is the codec's own: decoding the same bytes here raises the same error.
-    from taskcodec.pipeline.models import decode_feature
+    from taskcodec.zoo.runtimes import decode_feature
 
     with pytest.raises(tc.TaskcodecError) as local:
         decode_feature(edge_codec.codec, bad, edge_codec.shape)
@@ -120,7 +118,7 @@ def test_frame_for_another_cut_or_codec_is_refused(client, good_frame):
 
 
 def test_bad_images_get_400(client, photos):
-    from taskcodec.pipeline.models import encode_jpeg
+    from taskcodec.zoo.images import encode_jpeg
 
     jpeg = encode_jpeg(photos["chelsea"])
     for body in (b"\xff\xd8\xff garbage", jpeg[: len(jpeg) // 3], b"GIF89a" + bytes(100)):
@@ -136,13 +134,13 @@ def test_bad_images_get_400(client, photos):
         "Egyptian cat"
 
 
-def test_oversized_bodies_get_413(client, good_frame):
-    big = bytes(MAX_BODY + 1)
+def test_oversized_bodies_get_413(client, good_frame, max_body):
+    big = bytes(max_body + 1)
     assert _split(client, big).status_code == 413
     assert client.post("/v1/infer/mobilenet_v2", content=big).status_code == 413
 
     def chunks():  # no Content-Length: the limit is enforced while streaming
-        for _ in range(MAX_BODY // 65536 + 2):
+        for _ in range(max_body // 65536 + 2):
             yield bytes(65536)
 
     r = _split(client, chunks())

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from taskcodec.pipeline.link import LinkEmulator, TokenBucket
+import taskcodec as tc
+from taskcodec.pipeline.link import DEFAULT_DOWN_KB_S, DEFAULT_UP_KB_S, LinkEmulator, TokenBucket
 
 
 def test_token_bucket_charges_each_byte_at_the_rate():
@@ -36,7 +37,7 @@ def test_token_bucket_charges_each_byte_at_the_rate():
     assert len(slept) == 2
     bucket.take(1)
     assert slept[-1] == pytest.approx(0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(tc.TaskcodecError):
         TokenBucket(0)
 
 
@@ -56,8 +57,8 @@ def test_relay_carries_every_byte_both_ways_and_counts_them():
     t = threading.Thread(target=echo_upper, daemon=True)
     t.start()
     payload = bytes(range(97, 123)) * 1923 + b"xx"  # 50,000 bytes
-    with server, LinkEmulator(server.getsockname(), up_kBps=2000, down_kBps=4000,
-                      latency_ms=5) as link:
+    with server, LinkEmulator(server.getsockname(), up_kB_s=2000, down_kB_s=4000,
+                              latency_ms=5) as link:
         with socket.create_connection(link.address) as c:
             c.sendall(payload)
             got = b""
@@ -67,9 +68,10 @@ def test_relay_carries_every_byte_both_ways_and_counts_them():
                 got += chunk
         assert got == payload.upper()
         assert link.bytes_up == len(payload) and link.bytes_down == len(payload)
-        link.set(up_kBps=50, latency_ms=0)
-        assert link.up_kBps == 50 and link.down_kBps == 4000
-        with pytest.raises(ValueError):
+        link.set(up_kB_s=50, latency_ms=0)
+        assert link.up_kB_s == 50 and link.down_kB_s == 4000
+        assert link.up.rate == 50_000  # kB/s with 1 kB = 1000 B
+        with pytest.raises(tc.TaskcodecError):
             link.set(latency_ms=-1)
     t.join(5)
 
@@ -86,3 +88,35 @@ def test_import_taskcodec_loads_neither_torch_nor_fastapi():
     assert p.link.LinkEmulator is LinkEmulator
     with pytest.raises(AttributeError):
         p.nothing_here  # noqa: B018
+
+
+def test_default_link_is_the_studys_250_up_500_down_kB_s():
+    assert (DEFAULT_UP_KB_S, DEFAULT_DOWN_KB_S) == (250.0, 500.0)
+    link = LinkEmulator(("127.0.0.1", 9))
+    assert (link.up_kB_s, link.down_kB_s) == (250.0, 500.0) and link.up.rate == 250_000
+    with pytest.raises(tc.PipelineError, match="not started"):
+        link.url  # noqa: B018
+
+
+def test_wire_forms_live_in_the_protocol_module():
+    from taskcodec.pipeline import cloud, edge, protocol
+
+    assert edge.FRAME_MEDIA_TYPE is protocol.FRAME_MEDIA_TYPE
+    assert cloud.TASKS is protocol.TASKS and cloud.PLAN_SCHEMA is protocol.PLAN_SCHEMA
+    assert cloud.validate_plan is protocol.validate_plan
+    assert protocol.PLAN_SCHEMA["items"]["properties"]["task"]["enum"] == list(protocol.TASKS)
+    assert protocol.auth_headers("t") == {"Authorization": "Bearer t"}
+    assert protocol.auth_headers(None) == {}
+
+
+def test_pipeline_modules_import_no_app_and_split_no_pipeline():
+    code = ("import sys, importlib\n"
+            "mods = ['protocol', 'policy', 'measure', 'profiling', 'transport', 'link', "
+            "'device', 'edge', 'cloud', 'procs']\n"
+            "for m in mods:\n"
+            "    importlib.import_module('taskcodec.pipeline.' + m)\n"
+            "bad = sorted(m for m in sys.modules if m.startswith('taskcodec.apps'))\n"
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

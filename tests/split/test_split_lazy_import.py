@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-import pytest
+from ci_support import require
 
 
 def test_import_taskcodec_does_not_import_torch():
@@ -14,7 +14,7 @@ def test_import_taskcodec_does_not_import_torch():
         "assert 'torch' in sys.modules\n"
         "try:\n    tc.nope\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit(1)\n"
     )
-    pytest.importorskip("torch")
+    require("torch")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

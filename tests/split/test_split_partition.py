@@ -1,11 +1,12 @@
-"""tc.split: exact head/tail equivalence per model family, profiling and the split choice."""
+"""tc.split.partition: exact head/tail equivalence per model family, and the cuts it refuses."""
 
 from __future__ import annotations
 
 import pytest
+from ci_support import require
 
-torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")
+torch = require("torch")
+torchvision = require("torchvision")
 
 import taskcodec as tc  # noqa: E402
 
@@ -55,6 +56,11 @@ def test_cnn_bad_cuts_raise():
         tc.split.partition(model, "no_such_layer")
     with pytest.raises(tc.split.SplitError, match="index"):
         tc.split.partition(model, 3)
+    with pytest.raises(tc.ArgumentTypeError, match="float"):
+        tc.split.partition(model, 2.5)
+    with pytest.raises(tc.ArgumentTypeError, match="nn.Module"):
+        tc.split.partition(lambda x: x, "layer2")
+    assert issubclass(tc.split.SplitError, tc.TaskcodecError)
     assert "layer2" not in tc.split.cut_points(model)  # a stage, not a block
     assert {"layer2.0", "layer3.1", "avgpool"} <= set(tc.split.cut_points(model))
 
@@ -68,7 +74,7 @@ def _vit_config():
 
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_vit_head_tail_exact(k):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     model = transformers.ViTModel(_vit_config()).eval()
@@ -89,7 +95,7 @@ def test_vit_head_tail_exact(k):
 
 @pytest.mark.parametrize("k", [0, 1, 2])
 def test_blip_vision_head_tail_exact(k):
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     torch.manual_seed(0)
     cfg = transformers.BlipVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                         intermediate_size=64, image_size=32, patch_size=8)
@@ -101,41 +107,3 @@ def test_blip_vision_head_tail_exact(k):
         assert torch.equal(a.last_hidden_state, b.last_hidden_state)
         assert torch.equal(a.pooler_output, b.pooler_output)
 
-
-def test_profile_and_choose():
-    torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2(num_classes=10).eval()
-    prof = tc.split.profile(model, torch.randn(1, 3, 64, 64), ["features.3", "features.13"], runs=2)
-    records = list(prof)
-    assert [r.at for r in records] == ["features.3", "features.13"]
-    r = records[0]
-    assert r.shape == (1, 24, 16, 16)
-    assert (r.bytes_f32, r.bytes_f16) == (24 * 16 * 16 * 4, 24 * 16 * 16 * 2)
-    assert r.head_ms > 0 and r.tail_ms > 0 and r.flops == r.head_flops + r.tail_flops > 0
-    assert prof.input_bytes == 3 * 64 * 64 and prof.output_bytes == 10 * 4
-    assert "features.13" in prof.table()
-
-    # A very slow link and a fast edge: the smallest upload should win among the splits, and
-    # the total is exactly the sum of its parts.
-    link = tc.split.Link(up_kbps=1.0, down_kbps=1.0, latency_ms=5.0)
-    choice = tc.split.choose(prof, link, codec_rates={"f16": 16, "tiny": 0.5},
-                             edge_speedup=4.0, include_device_only=False)
-    best = choice.best
-    assert (choice.at, choice.rate) == (best.at, best.rate)
-    assert choice.rate == "tiny"
-    assert choice.expected_ms == pytest.approx(best.device_ms + best.transfer_ms + best.edge_ms)
-    expect_up = next(c for c in prof if c.at == choice.at).bytes_f32 / 32 * 0.5
-    assert best.bytes_up == pytest.approx(expect_up)
-    assert best.transfer_ms == pytest.approx(5.0 + expect_up / 1.0 + 40 / 1.0)
-    assert len(choice.options) == 1 + 2 * 2  # edge-only + 2 cuts x 2 rates
-    assert "chosen" in choice.reasoning and "edge-only" in choice.reasoning
-    # An infinitely fast link makes the fastest compute placement win: edge-only with a
-    # 1000x faster edge.
-    fast = tc.split.choose(prof, tc.split.Link(1e12, 1e12), edge_speedup=1000.0)
-    assert fast.at == tc.split.EDGE_ONLY
-    # Per-cut rates: only the listed cut is considered.
-    per_cut = tc.split.choose(prof, link, codec_rates={"features.3": {"c": 2.0}},
-                              include_device_only=False, include_edge_only=False)
-    assert (per_cut.at, per_cut.rate) == ("features.3", "c")
-    with pytest.raises(ValueError):
-        tc.split.Link(0, 1)

@@ -11,7 +11,8 @@ A plan is HuggingGPT's JSON form, a list of steps::
 question of a VQA step; ``args.model`` a registry model serving the task; ``args.placement``
 where it runs (``auto`` leaves it to the device's bandwidth policy; ``device``, ``edge`` or
 ``split`` pin it). :func:`validate_plan` checks all of it (JSON Schema, then the ids, the
-dependencies and the registry).
+dependencies and the registry). The plan's wire form (:data:`TASKS`, :data:`PLAN_SCHEMA`,
+:func:`validate_plan`) lives in :mod:`taskcodec.pipeline.protocol`.
 
 Planners:
 
@@ -34,7 +35,8 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import PlanError, PlanRefused
+from taskcodec.pipeline.protocol import PLAN_SCHEMA, TASKS, validate_plan
 
 __all__ = [
     "TASKS",
@@ -51,101 +53,9 @@ __all__ = [
     "serve_cloud",
 ]
 
-TASKS: Dict[str, str] = {
-    "image-classification": "classify",
-    "image-to-text": "caption",
-    "visual-question-answering": "vqa",
-}
-"""Plan task names (HuggingGPT's) → the registry's task names."""
-
-PLAN_SCHEMA: Dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "array",
-    "minItems": 1,
-    "maxItems": 8,
-    "items": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["task", "id", "dep", "args"],
-        "properties": {
-            "task": {"enum": list(TASKS)},
-            "id": {"type": "integer", "minimum": 0},
-            "dep": {"type": "array", "minItems": 1,
-                    "items": {"type": "integer", "minimum": -1}},
-            "args": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["image"],
-                "properties": {
-                    "image": {"type": "string", "pattern": r"^(<image>|<resource>-\d+)$"},
-                    "text": {"type": "string", "minLength": 1, "maxLength": 500},
-                    "model": {"type": "string"},
-                    "placement": {"enum": ["auto", "device", "edge", "split"]},
-                },
-            },
-        },
-    },
-}
-"""JSON Schema of a plan."""
-
-_DEFAULT_MODEL = {"image-classification": "mobilenet_v2", "image-to-text": "blip-tiny",
-                  "visual-question-answering": "blip-tiny"}
-
-
-class PlanError(TaskcodecError):
-    """A plan (from a planner or a client) does not follow :data:`PLAN_SCHEMA` or the rules."""
-
-
-class PlanRefused(TaskcodecError):
-    """The request is not one the pipeline can serve; the message says what it can do."""
-
-
-def validate_plan(plan: Any) -> List[Dict[str, Any]]:
-    """Check ``plan`` (a parsed JSON list) and return it with defaults filled in.
-
-    Raises :class:`PlanError` naming the first problem found.
-    """
-    import jsonschema
-
-    from taskcodec.pipeline.models import REGISTRY
-
-    try:
-        jsonschema.validate(plan, PLAN_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "plan"
-        raise PlanError(f"plan does not follow the schema at {where}: {exc.message}") from None
-    seen: List[int] = []
-    out = []
-    for step in plan:
-        sid = step["id"]
-        if sid in seen:
-            raise PlanError(f"step id {sid} appears twice")
-        for d in step["dep"]:
-            if d != -1 and d not in seen:
-                raise PlanError(f"step {sid} depends on {d}, which is not an earlier step")
-        m = re.match(r"<resource>-(\d+)$", step["args"]["image"])
-        if m and int(m.group(1)) not in step["dep"]:
-            raise PlanError(f"step {sid} uses the output of step {m.group(1)} "
-                            "without depending on it")
-        args = dict(step["args"])
-        args.setdefault("model", _DEFAULT_MODEL[step["task"]])
-        args.setdefault("placement", "auto")
-        spec = REGISTRY.get(args["model"])
-        if spec is None:
-            raise PlanError(f"step {sid} names model {args['model']!r}, which the registry "
-                            f"does not hold ({sorted(REGISTRY)})")
-        if TASKS[step["task"]] not in spec.tasks:
-            raise PlanError(f"step {sid}: {args['model']} does {list(spec.tasks)}, "
-                            f"not {step['task']}")
-        if step["task"] == "visual-question-answering" and not args.get("text"):
-            raise PlanError(f"step {sid}: a visual-question-answering step needs args.text")
-        seen.append(sid)
-        out.append({**step, "args": args})
-    return out
-
 
 def _capabilities() -> str:
-    from taskcodec.pipeline.models import REGISTRY
+    from taskcodec.zoo.runtimes import REGISTRY
 
     return "; ".join(f"{name}: {', '.join(s.tasks)} ({s.description})"
                      for name, s in REGISTRY.items())
@@ -219,7 +129,7 @@ class OpenAIPlanner(Planner):
 
     @staticmethod
     def parse(content: str, request: str = "") -> List[Dict[str, Any]]:
-        """The plan in an LLM message (bare JSON or a fenced ```json block)."""
+        """The plan in an LLM message (bare JSON, or JSON in a Markdown code fence)."""
         text = (content or "").strip()
         fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
         if fence:
@@ -342,7 +252,7 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None) -> Any:
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from taskcodec.pipeline.models import REGISTRY
+    from taskcodec.zoo.runtimes import REGISTRY
 
     app = FastAPI(title="taskcodec cloud planner", version="1")
 

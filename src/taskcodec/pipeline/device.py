@@ -1,20 +1,18 @@
-"""The device client: runs heads and the feature codec, and picks where each request runs.
+"""The device client: runs heads and the feature codec, asks the policy where each request
+runs, talks HTTP to the edge and the cloud, and falls back when the edge is gone.
 
-For every request the :class:`Policy` compares the expected end-to-end latency of
+Where a request runs is the :class:`~taskcodec.pipeline.policy.Policy`'s choice (edge-only,
+device-only or split, from the link it measured with a
+:class:`~taskcodec.pipeline.measure.LinkMeter`, its compute profile from
+:mod:`~taskcodec.pipeline.profiling`, and the edge's profile and codec calibrations), each
+mode's estimate scaled by how far off that mode's past requests were (a per-mode correction
+factor, an EWMA of observed / expected latency).
 
-* ``edge-only``: upload the photo as captured (JPEG, quality 90), the edge runs the full model;
-* ``device-only``: the device runs the full model (only when the registry says it fits);
-* ``split`` at cut *k* with codec rate *r*: the device runs the head and compresses the
-  features, the edge decodes and runs the tail;
-
-from the link it has measured (uplink throughput from its own uploads and probes, round
-trip from pings), its own compute profile, and the edge's profile and codec calibrations
-(frame size and top-1 agreement per cut and rate), each mode's estimate scaled by how far
-off that mode's past requests were (a per-mode correction factor, an EWMA of observed /
-expected latency). It takes the fastest option whose
-agreement is at or above ``accuracy_floor``. If the edge is unreachable, times out or fails,
-the request falls back to device-only and says so; a model that does not fit the device
-then ends with an explicit error. Every request ends with an answer or an error.
+Failures: if the edge is unreachable, times out or fails (HTTP 5xx), the request falls back to
+device-only and says so (:attr:`Result.fallback`); a model that does not fit the device then
+ends with an explicit error (:attr:`Result.error`). A server that refuses the token (HTTP 401 /
+403) is a configuration error, not an outage: :meth:`DeviceClient.start`, :meth:`~DeviceClient.run`
+and :meth:`~DeviceClient.plan` raise :class:`~taskcodec.errors.AuthenticationError`.
 
 The device reaches the edge through a :class:`~taskcodec.pipeline.link.LinkEmulator` on its
 real sockets unless ``emulate=False`` (a real link). ``slowdown`` emulates a device slower
@@ -31,30 +29,20 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import (
+    AuthenticationError,
+    EdgeUnavailable,
+    PlanError,
+    PlanRefused,
+    TaskcodecError,
+)
+from taskcodec.pipeline.link import DEFAULT_DOWN_KB_S, DEFAULT_UP_KB_S
+from taskcodec.pipeline.measure import LinkMeter
+from taskcodec.pipeline.policy import PLACEMENT_MODES, ModeOption, Policy
+from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE, JPEG_MEDIA_TYPE, TASKS
+from taskcodec.pipeline.transport import EdgeConnection, json_reply, post_plan
 
-__all__ = ["Option", "Policy", "Result", "DeviceClient", "EdgeUnavailable", "MODES"]
-
-MODES = ("edge-only", "device-only", "split")
-
-
-class EdgeUnavailable(TaskcodecError):
-    """The edge could not be reached, timed out, or failed on its side."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One way to serve a request and its expected latency."""
-
-    mode: str
-    expected_ms: float
-    bytes_up: float
-    agreement: float = 1.0
-    at: Optional[int] = None
-    rate: Optional[float] = None
-
-    def label(self) -> str:
-        return f"split@{self.at}/r{self.rate:g}" if self.mode == "split" else self.mode
+__all__ = ["DeviceClient", "Result"]
 
 
 @dataclasses.dataclass
@@ -72,179 +60,92 @@ class Result:
     fallback: Optional[str] = None
     error: Optional[str] = None
     untrained: bool = False
-    option: Optional[Option] = None
+    option: Optional[ModeOption] = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-_REPLY_BYTES = 200  # an answer's JSON reply, sent back down
-
-
-class Policy:
-    """Lowest expected latency above an accuracy floor, computed by :func:`taskcodec.split.choose`.
-
-    :meth:`options` turns the measurements into a :class:`taskcodec.split.Profile` (device
-    head times, edge tail times scaled by the measured edge speed-up, the photo's JPEG size as
-    edge-only's input) and per-cut codec rates (the calibrations at or above the floor), asks
-    ``tc.split.choose`` for every option's expected latency, and adds the device's JPEG coding
-    time to edge-only (``choose`` does not model it).
-    """
-
-    def __init__(self, accuracy_floor: float = 0.9) -> None:
-        if not 0.0 <= accuracy_floor <= 1.0:
-            raise ValueError(f"accuracy_floor must lie in [0, 1], got {accuracy_floor}")
-        self.accuracy_floor = accuracy_floor
-        self.last_choice: Any = None  # the tc.split.Choice behind the last options()
-        self.below_floor = 0
-
-    def options(self, *, up_Bps: float, rtt_ms: float, jpeg_bytes: int,
-                edge: Optional[Dict[str, Any]], device: Optional[Dict[str, Any]],
-                calibrations: Sequence[Any] = (), down_Bps: Optional[float] = None
-                ) -> List[Option]:
-        """Every option with its expected latency (ms); ``edge``/``device`` None = unavailable.
-
-        ``edge``: ``{"full_ms", "tail_ms": {cut: ms}}``; ``device``: ``{"full_ms",
-        "head_ms": {cut: ms}, "jpeg_ms", "codec_ms"}``; ``calibrations``: objects with ``at,
-        rate, shape, mean_bytes, agreement``. ``down_Bps`` defaults to twice ``up_Bps``.
-        """
-        from taskcodec.split import CutProfile, Link, Profile, choose
-
-        if edge is None and (device is None or device.get("full_ms") is None):
-            return []
-        dev_full = device["full_ms"] if device is not None else edge["full_ms"]
-        speedup = dev_full / edge["full_ms"] if edge is not None else 1.0
-        cuts, rates, agreement = [], {}, {}
-        ok = [c for c in calibrations if c.agreement >= self.accuracy_floor]
-        self.below_floor = len(calibrations) - len(ok)
-        if edge is not None and device is not None:
-            for c in ok:
-                head = device.get("head_ms", {}).get(c.at)
-                tail = edge.get("tail_ms", {}).get(c.at)
-                if head is None or tail is None:
-                    continue
-                n = int(np.prod(c.shape))
-                rates.setdefault(c.at, {})[f"r{c.rate:g}"] = 8.0 * c.mean_bytes / n
-                agreement[(c.at, f"r{c.rate:g}")] = (c.agreement, c.rate)
-            for at in rates:
-                n = int(np.prod(next(c.shape for c in ok if c.at == at)))
-                cuts.append(CutProfile(at, device["head_ms"][at] + device.get("codec_ms", 0.0),
-                                       edge["tail_ms"][at] * speedup, (1, n), 4 * n, 2 * n,
-                                       None))
-        prof = Profile(tuple(cuts), dev_full, (), int(jpeg_bytes), _REPLY_BYTES, 1)
-        up = max(up_Bps, 1.0) / 1e3
-        link = Link(up, max(down_Bps or 2 * up_Bps, 1.0) / 1e3, max(rtt_ms, 0.0))
-        choice = choose(prof, link, codec_rates=rates, edge_speedup=speedup,
-                        device_slowdown=1.0, include_edge_only=edge is not None,
-                        include_device_only=device is not None
-                        and device.get("full_ms") is not None)
-        self.last_choice = choice
-        out = []
-        for o in choice.options:
-            if o.at == "edge-only":
-                out.append(Option("edge-only", o.expected_ms + (device or {}).get("jpeg_ms", 0.0),
-                                  o.bytes_up))
-            elif o.at == "device-only":
-                out.append(Option("device-only", o.expected_ms, 0))
-            else:
-                agree, rate = agreement[(o.at, o.rate)]
-                out.append(Option("split", o.expected_ms, o.bytes_up, agree, int(o.at), rate))
-        return out
-
-    def choose(self, options: Sequence[Option]) -> Tuple[Option, str]:
-        """The option to take and a one-line reason."""
-        ok = [o for o in options if o.agreement >= self.accuracy_floor]
-        if not ok:
-            raise TaskcodecError("no way to serve this request: the edge is unavailable and "
-                                 "the model does not fit on the device")
-        best = min(ok, key=lambda o: o.expected_ms)
-        others = ", ".join(f"{o.label()} {o.expected_ms:.0f}"
-                           for o in sorted(ok, key=lambda o: o.expected_ms)[1:4])
-        dropped = self.below_floor + len(options) - len(ok)
-        reason = (f"{best.label()} expected {best.expected_ms:.0f} ms (next: {others or 'none'}"
-                  f"{f'; {dropped} codec rates below the {self.accuracy_floor:.2f} floor' if dropped else ''})")
-        return best, reason
-
-
-def _preprocess_ms(rt: Any, runs: int) -> float:
-    """Median ms of preprocessing a camera-sized photo (a calibration photo, 500 x 741)."""
-    from taskcodec.demo import load_photo
-
-    photo = load_photo("motorcycle_left")
-    times = []
-    for _ in range(max(1, runs)):
-        t0 = time.perf_counter()
-        rt.preprocess(photo)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
 class DeviceClient:
     """A device: local models, the link to the edge, the policy, and the cloud planner.
 
-    Use as a context manager (or :meth:`start` / :meth:`close`).
+    Use as a context manager (or :meth:`start` / :meth:`close`). Link settings in kB/s
+    (1 kB = 1000 B) and ms; ``up_kB_s`` / ``down_kB_s`` / ``latency_ms`` shape the emulated
+    link (``emulate=True``) and are ignored on a real one.
     """
 
     def __init__(self, edge_url: str, *, cloud_url: Optional[str] = None,
                  token: Optional[str] = None, emulate: bool = True,
-                 up_kBps: float = 250.0, down_kBps: float = 500.0, latency_ms: float = 0.0,
-                 timeout_s: float = 10.0, slowdown: float = 1.0, accuracy_floor: float = 0.9,
+                 up_kB_s: float = DEFAULT_UP_KB_S, down_kB_s: float = DEFAULT_DOWN_KB_S,
+                 latency_ms: float = 0.0, timeout_s: float = 10.0, slowdown: float = 1.0,
+                 accuracy_floor: float = 0.9,
                  device_models: Sequence[str] = ("mobilenet_v2",), profile_runs: int = 5,
                  probe_bytes: int = 32_000, reprobe_s: float = 10.0) -> None:
-        if slowdown < 1.0:
-            raise ValueError(f"slowdown must be >= 1, got {slowdown}")
+        if not slowdown >= 1.0:
+            raise TaskcodecError(f"slowdown must be >= 1, got {slowdown}")
         self.edge_url, self.cloud_url, self.token = edge_url.rstrip("/"), cloud_url, token
         self.emulate = emulate
-        self.link_settings = (up_kBps, down_kBps, latency_ms)
+        self.link_settings = (up_kB_s, down_kB_s, latency_ms)
         self.timeout_s, self.slowdown = timeout_s, slowdown
         self.policy = Policy(accuracy_floor)
+        self.meter = LinkMeter(probe_bytes, reprobe_s)
         self.device_models = tuple(device_models)
-        self.profile_runs, self.probe_bytes, self.reprobe_s = profile_runs, probe_bytes, reprobe_s
+        self.profile_runs = profile_runs
         self.link: Any = None
         self.http: Any = None
         self.runtimes: Dict[str, Any] = {}
         self.device_profile: Dict[str, Dict[str, Any]] = {}
         self.edge_info: Optional[Dict[str, Any]] = None
         self.calibrations: Dict[str, List[Any]] = {}
-        self.up_Bps: Optional[float] = None
-        self.rtt_ms = 1.0
-        self._measured_at = 0.0
-        self._since_measure = 0
         self._jpeg_s = 0.0
         self._edge_error = "edge not connected"
         self.correction: Dict[Tuple[str, str], float] = {}
 
+    # ---------------------------------------------------------------- measured link
+    @property
+    def up_kB_s(self) -> Optional[float]:
+        """The measured uplink in kB/s (1 kB = 1000 B); None before the first measurement."""
+        return self.meter.up_kB_s
+
+    @property
+    def rtt_ms(self) -> float:
+        """The measured round trip to the edge in ms."""
+        return self.meter.rtt_ms
+
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "DeviceClient":
-        import httpx
+        """Open the link, profile the device's models and connect to the edge.
 
+        An edge that cannot be reached is not an error here (requests fall back); one that
+        refuses the token raises :class:`AuthenticationError`.
+        """
         from taskcodec.pipeline.link import LinkEmulator
-        from taskcodec.pipeline.models import REGISTRY, load_runtime
+        from taskcodec.pipeline.profiling import profile_device
+        from taskcodec.zoo.runtimes import REGISTRY, load_runtime
 
-        base = self.edge_url
-        if self.emulate:
-            parts = urlsplit(self.edge_url)
-            self.link = LinkEmulator((parts.hostname or "127.0.0.1", parts.port or 80),
-                                     *self.link_settings).start()
-            base = self.link.url
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self.http = httpx.Client(base_url=base, headers=headers, timeout=self.timeout_s)
-        for name in self.device_models:
-            if not REGISTRY[name].device_fits:
-                continue
-            rt = self.runtimes[name] = load_runtime(name)
-            prof = rt.profile(self.profile_runs)  # tc.split.profile on this device
-            pre_ms = _preprocess_ms(rt, self.profile_runs)
-            self.device_profile[name] = {
-                "head_ms": {int(str(p.at).rsplit(".", 1)[1]): (pre_ms + p.head_ms)
-                            * self.slowdown for p in prof},
-                "full_ms": (pre_ms + prof.full_ms) * self.slowdown,
-            }
         try:
-            self.connect()
-        except EdgeUnavailable as exc:
-            self._edge_error = str(exc)  # every request will say so and fall back
+            base = self.edge_url
+            if self.emulate:
+                parts = urlsplit(self.edge_url)
+                self.link = LinkEmulator((parts.hostname or "127.0.0.1", parts.port or 80),
+                                         *self.link_settings).start()
+                base = self.link.url
+            self.http = EdgeConnection(base, self.token, self.timeout_s)
+            for name in self.device_models:
+                if not REGISTRY[name].device_fits:
+                    continue
+                rt = self.runtimes[name] = load_runtime(name)
+                self.device_profile[name] = profile_device(rt, self.profile_runs, self.slowdown)
+            try:
+                self.connect()
+            except AuthenticationError:
+                raise
+            except EdgeUnavailable as exc:
+                self._edge_error = str(exc)  # every request will say so and fall back
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
@@ -261,78 +162,42 @@ class DeviceClient:
 
     # ---------------------------------------------------------------- edge, link
     def _request(self, method: str, path: str, **kw: Any) -> Any:
-        import httpx
-
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.TimeoutException as exc:
-            raise EdgeUnavailable(f"edge timed out after {self.timeout_s:g} s ({exc!r})") from None
-        except httpx.HTTPError as exc:
-            raise EdgeUnavailable(f"edge unreachable ({type(exc).__name__}: {exc})") from None
-        if r.status_code >= 500:
-            raise EdgeUnavailable(f"edge failed: HTTP {r.status_code} {r.text[:200]}")
-        return r
+        """One request to the edge through :class:`~taskcodec.pipeline.transport.EdgeConnection`."""
+        if self.http is None:
+            raise EdgeUnavailable("the device client is not started: call start() first")
+        return self.http.request(method, path, **kw)
 
     def connect(self) -> None:
         """Fetch the edge's models, timings and codec calibrations; measure the link."""
-        from taskcodec.pipeline.models import CodecCalibration
+        from taskcodec.pipeline.profiling import codec_ms
+        from taskcodec.zoo.runtimes import CodecCalibration
 
-        r = self._request("GET", "/v1/models")
-        r.raise_for_status()
-        info = r.json()["models"]
-        for entry in info.values():  # JSON object keys are strings: cuts back to ints
-            entry["tail_ms"] = {int(k): v for k, v in entry.get("tail_ms", {}).items()}
+        if self.http is None:
+            raise EdgeUnavailable("the device client is not started: call start() first")
+        calibrations = {}
+        try:
+            info = self.http.get_json("/v1/models")["models"]
+            for entry in info.values():  # JSON object keys are strings: cuts back to ints
+                entry["tail_ms"] = {int(k): v for k, v in entry.get("tail_ms", {}).items()}
+            for name in self.runtimes:
+                if name in info and info[name].get("cut_points"):
+                    codecs = self.http.get_json(f"/v1/models/{name}/codecs")["codecs"]
+                    calibrations[name] = [CodecCalibration.from_json(d) for d in codecs]
+        except TaskcodecError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise EdgeUnavailable(f"the edge's model list or codec calibrations are malformed "
+                                  f"({type(exc).__name__}: {exc})") from None
         self.edge_info = info
-        for name in self.runtimes:
-            if name in self.edge_info and self.edge_info[name].get("cut_points"):
-                c = self._request("GET", f"/v1/models/{name}/codecs")
-                c.raise_for_status()
-                self.calibrations[name] = [CodecCalibration.from_json(d)
-                                           for d in c.json()["codecs"]]
-                self._profile_codec(name)
+        for name, cals in calibrations.items():
+            self.calibrations[name] = cals
+            self.device_profile[name]["codec_ms"] = codec_ms(self.runtimes[name], cals,
+                                                             self.slowdown)
         self.measure_link()
 
-    def _profile_codec(self, name: str) -> None:
-        import torch
-
-        cals = self.calibrations.get(name) or []
-        rt = self.runtimes[name]
-        x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        times = []
-        for c in cals[:3]:
-            z = rt.head(x, c.at)
-            t0 = time.perf_counter()
-            c.codec.compress(z)
-            times.append((time.perf_counter() - t0) * 1e3)
-        self.device_profile[name]["codec_ms"] = (float(np.median(times)) if times else 0.0) \
-            * self.slowdown
-
     def measure_link(self) -> Tuple[float, float]:
-        """Ping the edge (round trip) and upload a probe (uplink B/s); returns both."""
-        rtts = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            self._request("GET", "/health")
-            rtts.append((time.perf_counter() - t0) * 1e3)
-        self.rtt_ms = min(rtts)
-        payload = np.random.default_rng().integers(0, 256, self.probe_bytes, np.uint8).tobytes()
-        t0 = time.perf_counter()
-        r = self._request("POST", "/v1/probe", content=payload)
-        ms = (time.perf_counter() - t0) * 1e3
-        if r.status_code != 200:
-            raise EdgeUnavailable(f"edge probe failed: HTTP {r.status_code} {r.text[:200]}")
-        # At least 1 ms of transfer: a probe that fast says "fast", not how fast.
-        self.up_Bps = len(payload) / max(ms - self.rtt_ms, 1.0) * 1e3
-        self._measured_at, self._since_measure = time.monotonic(), 0
-        return self.up_Bps, self.rtt_ms
-
-    def _learn(self, bytes_up: int, net_ms: float, server_ms: float) -> None:
-        """Update the uplink estimate from one upload (payloads of 4 kB or more)."""
-        transfer = net_ms - server_ms - self.rtt_ms
-        if bytes_up >= 4000 and transfer > 0:
-            sample = bytes_up / transfer * 1e3
-            self.up_Bps = sample if self.up_Bps is None else 0.4 * self.up_Bps + 0.6 * sample
-            self._measured_at, self._since_measure = time.monotonic(), 0
+        """Ping the edge (round trip) and upload a probe; returns ``(up_kB_s, rtt_ms)``."""
+        return self.meter.measure(self._request)
 
     # ---------------------------------------------------------------- device compute
     def _compute(self, fn: Any) -> Any:
@@ -344,29 +209,18 @@ class DeviceClient:
 
     # ---------------------------------------------------------------- requests
     def plan(self, request: str) -> List[Dict[str, Any]]:
-        """Ask the cloud planner; raises :class:`~taskcodec.pipeline.cloud.PlanRefused`."""
-        import httpx
-
-        from taskcodec.pipeline.cloud import PlanError, PlanRefused, validate_plan
+        """Ask the cloud planner for a validated plan; raises :class:`PlanRefused` (a request
+        it cannot serve), :class:`PlanError` (no planner, unreachable, a bad plan) or
+        :class:`AuthenticationError` (HTTP 401 / 403)."""
+        from taskcodec.pipeline.protocol import validate_plan
 
         if not self.cloud_url:
             raise PlanError("no cloud planner configured (cloud_url)")
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            r = httpx.post(f"{self.cloud_url.rstrip('/')}/v1/plan", json={"request": request},
-                           headers=headers, timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
-            raise PlanError(f"cloud planner unreachable: {exc}") from None
-        if r.status_code == 422 and r.json().get("error") == "PlanRefused":
-            raise PlanRefused(r.json()["detail"])
-        if r.status_code != 200:
-            raise PlanError(f"cloud planner: HTTP {r.status_code} {r.text[:300]}")
-        return validate_plan(r.json()["plan"])  # never trust the wire
+        # never trust the wire
+        return validate_plan(post_plan(self.cloud_url, request, self.token, self.timeout_s))
 
     def ask(self, request: str, photo: np.ndarray) -> List[Result]:
         """Plan ``request`` in the cloud, then run each step on ``photo``."""
-        from taskcodec.pipeline.cloud import TASKS
-
         results = []
         for step in self.plan(request):
             args = step["args"]
@@ -374,13 +228,12 @@ class DeviceClient:
                 results.append(Result(TASKS[step["task"]], args["model"], "none", 0, 0.0, None,
                                       error="steps on another step's output are not supported"))
                 continue
-            mode = {"auto": "auto", "device": "device-only", "edge": "edge-only",
-                    "split": "split"}[args["placement"]]
             results.append(self.run(TASKS[step["task"]], args["model"], photo,
-                                    question=args.get("text"), mode=mode))
+                                    question=args.get("text"),
+                                    mode=PLACEMENT_MODES[args["placement"]]))
         return results
 
-    def options(self, model: str, jpeg_bytes: int) -> List[Option]:
+    def options(self, model: str, jpeg_bytes: int) -> List[ModeOption]:
         """The policy's options for ``model`` right now."""
         edge = None
         if self.edge_info is not None and model in self.edge_info:
@@ -389,15 +242,15 @@ class DeviceClient:
         if device is not None:  # this photo's JPEG coding time, at the device's speed
             device = {**device, "jpeg_ms": self._jpeg_s * 1e3 * self.slowdown}
         opts = self.policy.options(
-            up_Bps=self.up_Bps or 1.0, rtt_ms=self.rtt_ms, jpeg_bytes=jpeg_bytes, edge=edge,
-            device=device,
+            up_kB_s=self.meter.up_kB_s or 1e-3, rtt_ms=self.meter.rtt_ms,
+            jpeg_bytes=jpeg_bytes, edge=edge, device=device,
             calibrations=self.calibrations.get(model, ()))
         # What each mode really took against its estimate so far (the profiles were measured
         # once, at start-up; load on either host changes them).
         return [dataclasses.replace(o, expected_ms=o.expected_ms
                                     * self.correction.get((model, o.mode), 1.0)) for o in opts]
 
-    def _observe(self, model: str, option: Option, latency_ms: float) -> None:
+    def _observe(self, model: str, option: ModeOption, latency_ms: float) -> None:
         """Fold one request's latency into the mode's correction factor (EWMA, clamped)."""
         if option.expected_ms <= 0:
             return
@@ -407,10 +260,16 @@ class DeviceClient:
         ratio = min(max(latency_ms / base, 0.25), 4.0)
         self.correction[key] = 0.5 * prev + 0.5 * ratio
 
+    def _ms(self, t_start: float) -> float:
+        return (time.perf_counter() - t_start) * 1e3
+
     def run(self, task: str, model: str, photo: np.ndarray, *, question: Optional[str] = None,
             mode: str = "auto") -> Result:
-        """Serve one request; ``mode``: ``auto`` (the policy), or one of :data:`MODES`."""
-        from taskcodec.pipeline.models import REGISTRY, encode_jpeg
+        """Serve one request; ``mode``: ``auto`` (the policy), or one of
+        :data:`~taskcodec.pipeline.policy.MODES`. Raises only :class:`AuthenticationError`;
+        every other failure ends in the :class:`Result` (an answer, a fallback or an error)."""
+        from taskcodec.zoo.images import encode_jpeg
+        from taskcodec.zoo.runtimes import REGISTRY
 
         if model not in REGISTRY or task not in REGISTRY[model].tasks:
             return Result(task, model, "none", 0, 0.0, None,
@@ -419,23 +278,23 @@ class DeviceClient:
         jpeg = encode_jpeg(photo)  # the policy needs its size; its time counts for edge-only
         self._jpeg_s = time.perf_counter() - t0
         t_start = time.perf_counter()
-        stale = (time.monotonic() - self._measured_at > self.reprobe_s
-                 or self._since_measure >= 3)
-        if self.edge_info is None or (mode == "auto" and stale):
+        if self.edge_info is None or (mode == "auto" and self.meter.stale):
             try:
                 if self.edge_info is None:
                     self.connect()
                 else:
                     self.measure_link()
+            except AuthenticationError:
+                raise
             except EdgeUnavailable as exc:
                 self.edge_info, self._edge_error = None, str(exc)
         if self.edge_info is None and mode != "device-only":
             # No edge: whatever was asked for, the device answers or says why it cannot.
             if model not in self.runtimes:
-                return Result(task, model, "none", 0, (time.perf_counter() - t_start) * 1e3,
-                              None, error=f"{self._edge_error}; {model} does not fit on the "
+                return Result(task, model, "none", 0, self._ms(t_start), None,
+                              error=f"{self._edge_error}; {model} does not fit on the "
                               "device, no answer")
-            option = Option("device-only", self.device_profile[model]["full_ms"], 0)
+            option = ModeOption("device-only", self.device_profile[model]["full_ms"], 0)
             return self._local(task, model, photo, "the edge is unavailable",
                                f"{self._edge_error}; answered on the device instead", t_start,
                                option)
@@ -448,46 +307,44 @@ class DeviceClient:
                 if mode == "split":
                     picks = [o for o in picks if o.agreement >= self.policy.accuracy_floor]
                 if not picks:
-                    raise TaskcodecError(f"mode {mode} is not available for {model}")
+                    raise PlanRefused(f"mode {mode} is not available for {model}")
                 option = min(picks, key=lambda o: o.expected_ms)
-                reason = f"{option.label()} forced (expected {option.expected_ms:.0f} ms)"
+                reason = f"{option.describe()} forced (expected {option.expected_ms:.0f} ms)"
         except TaskcodecError as exc:
-            return Result(task, model, "none", 0, (time.perf_counter() - t_start) * 1e3, None,
-                          error=str(exc))
-        self._since_measure += 1
+            return Result(task, model, "none", 0, self._ms(t_start), None, error=str(exc))
+        self.meter.count_request()
         fallback = None
         if option.mode != "device-only":
             try:
                 return self._remote(task, model, photo, jpeg, question, option, reason, t_start)
+            except AuthenticationError:
+                raise
             except EdgeUnavailable as exc:
                 # reconnect (and re-measure) on a later request
                 self.edge_info, self._edge_error = None, str(exc)
                 fallback = f"{exc}; answered on the device instead"
                 if model not in self.runtimes:
-                    return Result(task, model, option.mode, 0,
-                                  (time.perf_counter() - t_start) * 1e3, None, reason=reason,
+                    return Result(task, model, option.mode, 0, self._ms(t_start), None,
+                                  reason=reason,
                                   error=f"{exc}; {model} does not fit on the device, no answer")
         return self._local(task, model, photo, reason, fallback, t_start, option)
 
     def _local(self, task: str, model: str, photo: np.ndarray, reason: str,
-               fallback: Optional[str], t_start: float, option: Option) -> Result:
+               fallback: Optional[str], t_start: float, option: ModeOption) -> Result:
         rt = self.runtimes[model]
         out = self._compute(lambda: rt.answer(rt.full(rt.preprocess(photo))))
         if fallback is None:
-            self._observe(model, option, (time.perf_counter() - t_start) * 1e3)
-        return Result(task, model, "device-only", 0, (time.perf_counter() - t_start) * 1e3,
-                      out["answer"], out, reason, fallback, option=option)
+            self._observe(model, option, self._ms(t_start))
+        return Result(task, model, "device-only", 0, self._ms(t_start), out["answer"], out,
+                      reason, fallback, option=option)
 
     def _remote(self, task: str, model: str, photo: np.ndarray, jpeg: bytes,
-                question: Optional[str], option: Option, reason: str, t_start: float) -> Result:
-        from taskcodec.pipeline.edge import FRAME_MEDIA_TYPE
-
+                question: Optional[str], option: ModeOption, reason: str,
+                t_start: float) -> Result:
         if option.mode == "split":
-            rt = self.runtimes[model]
-            cal = next(c for c in self.calibrations[model]
-                       if c.at == option.at and c.rate == option.rate)
-            body = self._compute(lambda: cal.codec.compress(rt.head(rt.preprocess(photo),
-                                                                    option.at)))
+            rt, codec = self.runtimes[model], option.calibration.codec
+            body = self._compute(lambda: codec.compress(rt.head(rt.preprocess(photo),
+                                                                option.at)))
             path, params, ctype = f"/v1/split/{model}", {"at": option.at}, FRAME_MEDIA_TYPE
         else:
             # The JPEG was coded before the clock started: count it (at the device's speed).
@@ -498,18 +355,18 @@ class DeviceClient:
             params = {"task": task}
             if question:
                 params["question"] = question
-            path, ctype = f"/v1/infer/{model}", "image/jpeg"
+            path, ctype = f"/v1/infer/{model}", JPEG_MEDIA_TYPE
         t_net = time.perf_counter()
         r = self._request("POST", path, params=params, content=body,
                           headers={"Content-Type": ctype})
-        net_ms = (time.perf_counter() - t_net) * 1e3
-        latency = (time.perf_counter() - t_start) * 1e3
+        net_ms = self._ms(t_net)
+        latency = self._ms(t_start)
         if r.status_code != 200:
             return Result(task, model, option.mode, len(body), latency, None, reason=reason,
                           error=f"edge refused: HTTP {r.status_code} {r.text[:300]}",
                           option=option)
-        out = r.json()
-        self._learn(len(body), net_ms, float(out.get("server_ms", 0.0)))
+        out = json_reply(r)
+        self.meter.learn(len(body), net_ms, float(out.get("server_ms", 0.0)))
         self._observe(model, option, latency)
         return Result(task, model, option.mode, len(body), latency, out.get("answer"), out,
                       reason, untrained=bool(out.get("untrained")), option=option)

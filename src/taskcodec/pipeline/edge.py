@@ -24,13 +24,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import BadInputError, TaskcodecError
+from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE
 
-__all__ = ["EdgeService", "create_edge_app", "serve_edge", "DEFAULT_MAX_BODY_BYTES",
-           "FRAME_MEDIA_TYPE"]
+__all__ = ["EdgeService", "UnknownModel", "create_edge_app", "serve_edge",
+           "DEFAULT_MAX_BODY_BYTES", "FRAME_MEDIA_TYPE"]
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
-FRAME_MEDIA_TYPE = "application/x-taskcodec-frame"
+
+
+class UnknownModel(BadInputError):
+    """A request names a model this edge does not serve (HTTP 404)."""
 
 
 class _Metrics:
@@ -71,7 +75,7 @@ class EdgeService:
 
     def __init__(self, models: Sequence[str] = ("mobilenet_v2", "blip-tiny"), *,
                  calibrate: bool = True, profile_runs: int = 5) -> None:
-        from taskcodec.pipeline.models import REGISTRY, load_runtime
+        from taskcodec.zoo.runtimes import REGISTRY, load_runtime
 
         self.runtimes: Dict[str, Any] = {name: load_runtime(name) for name in models}
         self.lock = threading.Lock()
@@ -92,8 +96,8 @@ class EdgeService:
 
     def _infer_ms(self, name: str, runs: int) -> float:
         """Median ms of a full inference from a camera-sized JPEG (a calibration photo)."""
-        from taskcodec.demo import load_photo
-        from taskcodec.pipeline.models import encode_jpeg
+        from taskcodec.zoo.images import encode_jpeg
+        from taskcodec.zoo.photos import load_photo
 
         jpeg = encode_jpeg(load_photo("motorcycle_left"))
         times = []
@@ -104,17 +108,18 @@ class EdgeService:
         return float(sorted(times)[len(times) // 2])
 
     def runtime(self, name: str) -> Any:
-        from taskcodec.pipeline.models import REGISTRY
+        from taskcodec.zoo.runtimes import REGISTRY
 
         if name not in self.runtimes:
-            raise KeyError(f"model {name!r} is not served here; served: {sorted(self.runtimes)}"
-                           + ("" if name in REGISTRY else f"; registry: {sorted(REGISTRY)}"))
+            raise UnknownModel(
+                f"model {name!r} is not served here; served: {sorted(self.runtimes)}"
+                + ("" if name in REGISTRY else f"; registry: {sorted(REGISTRY)}"))
         return self.runtimes[name]
 
     def split(self, name: str, at: int, frame: bytes) -> Dict[str, Any]:
         """Decode a head's frame (cut ``at``) and run the tail; the answer as JSON."""
         import taskcodec as tc
-        from taskcodec.pipeline.models import BadInputError, decode_feature
+        from taskcodec.zoo.runtimes import decode_feature
 
         rt = self.runtime(name)
         cal = [c for (a, _), c in getattr(rt, "calibrations", {}).items() if a == at]
@@ -130,7 +135,7 @@ class EdgeService:
 
     def infer(self, name: str, image: bytes, task: Optional[str],
               question: Optional[str]) -> Dict[str, Any]:
-        from taskcodec.pipeline.models import BadInputError, decode_jpeg
+        from taskcodec.zoo.images import decode_jpeg
 
         rt = self.runtime(name)
         photo = decode_jpeg(image)
@@ -193,8 +198,8 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         return response
 
     def failure(exc: Exception) -> JSONResponse:
-        if isinstance(exc, KeyError):
-            return JSONResponse({"detail": exc.args[0], "error": "UnknownModel"}, 404)
+        if isinstance(exc, UnknownModel):
+            return JSONResponse({"detail": str(exc), "error": "UnknownModel"}, 404)
         return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, 400)
 
     @app.get("/health")
@@ -216,7 +221,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         check_token(request)
         try:
             rt = service.runtime(model)
-        except KeyError as exc:
+        except UnknownModel as exc:
             return failure(exc)
         return {"model": model, "codecs": [c.to_json() for c in
                                            getattr(rt, "calibrations", {}).values()]}
@@ -234,7 +239,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         t0 = time.perf_counter()
         try:
             out = await _in_thread(service.split, model, at, body)
-        except (TaskcodecError, KeyError) as exc:
+        except TaskcodecError as exc:
             return failure(exc)
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
         return out
@@ -247,7 +252,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         t0 = time.perf_counter()
         try:
             out = await _in_thread(service.infer, model, body, task, question)
-        except (TaskcodecError, KeyError) as exc:
+        except TaskcodecError as exc:
             return failure(exc)
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
         return out
@@ -270,7 +275,7 @@ def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
     ``calibrate=False`` skips the codec calibration: the edge then offers no split."""
     import uvicorn
 
-    from taskcodec.pipeline.models import UNTRAINED_BANNER
+    from taskcodec.zoo.runtimes import UNTRAINED_BANNER
 
     service = EdgeService(models, calibrate=calibrate)
     if any(i.get("untrained") for i in service.info.values()):

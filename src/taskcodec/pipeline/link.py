@@ -2,11 +2,11 @@
 
 :class:`LinkEmulator` listens on a loopback port and relays every connection to the edge
 server. Bytes going up (device → edge) and down (edge → device) each pass a token bucket
-(``up_kBps`` / ``down_kBps``, kilobytes = 1000 bytes per second) and a one-way delay of
-``latency_ms``, so an HTTP client pointed at :attr:`LinkEmulator.url` sees the link the
-study used (250 KB/s up, 500 KB/s down by default) on real TCP sockets. The rates can be
-changed while connections are open (:meth:`LinkEmulator.set`), which is how the bandwidth
-sweeps and the policy tests drop the bandwidth mid-run.
+(``up_kB_s`` / ``down_kB_s`` in kB/s: kilobytes per second, 1 kB = 1000 B, not 1024) and a
+one-way delay of ``latency_ms``, so an HTTP client pointed at :attr:`LinkEmulator.url` sees
+the link the study used (250 kB/s up, 500 kB/s down by default) on real TCP sockets. The
+rates can be changed while connections are open (:meth:`LinkEmulator.set`), which is how
+the bandwidth sweeps and the policy tests drop the bandwidth mid-run.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import threading
 import time
 from typing import Callable, Deque, List, Optional, Tuple
 
-__all__ = ["TokenBucket", "LinkEmulator", "DEFAULT_UP_KBPS", "DEFAULT_DOWN_KBPS"]
+from taskcodec.errors import PipelineError, TaskcodecError
 
-DEFAULT_UP_KBPS = 250.0
-"""The study's device uplink, in kilobytes (1000 B) per second."""
-DEFAULT_DOWN_KBPS = 500.0
-"""The study's device downlink, in kilobytes (1000 B) per second."""
+__all__ = ["TokenBucket", "LinkEmulator", "DEFAULT_UP_KB_S", "DEFAULT_DOWN_KB_S"]
+
+DEFAULT_UP_KB_S = 250.0
+"""The study's device uplink in kB/s (kilobytes per second, 1 kB = 1000 B)."""
+DEFAULT_DOWN_KB_S = 500.0
+"""The study's device downlink in kB/s (1 kB = 1000 B)."""
 
 _CHUNK = 1500  # bytes per relay step (an Ethernet MTU): the shaping granularity
 _BURST = 1500  # a bucket holds at most this many bytes of credit
@@ -39,7 +41,7 @@ class TokenBucket:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not rate > 0:
-            raise ValueError(f"rate must be positive bytes/s, got {rate}")
+            raise TaskcodecError(f"rate must be positive bytes/s, got {rate}")
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
         self.rate = float(rate)
@@ -49,7 +51,7 @@ class TokenBucket:
 
     def set_rate(self, rate: float) -> None:
         if not rate > 0:
-            raise ValueError(f"rate must be positive bytes/s, got {rate}")
+            raise TaskcodecError(f"rate must be positive bytes/s, got {rate}")
         with self._lock:
             self._refill()
             self.rate = float(rate)
@@ -75,7 +77,8 @@ class _Pipe:
 
     def __init__(self, src: socket.socket, dst: socket.socket, bucket: TokenBucket,
                  link: "LinkEmulator", direction: str) -> None:
-        self.src, self.dst, self.bucket, self.link, self.direction = src, dst, bucket, link, direction
+        self.src, self.dst, self.bucket = src, dst, bucket
+        self.link, self.direction = link, direction
         self._queue: Deque[Tuple[float, bytes]] = collections.deque()
         self._cond = threading.Condition()
         self._eof = False
@@ -134,18 +137,19 @@ class _Pipe:
 class LinkEmulator:
     """A shaping relay from ``127.0.0.1:<port>`` to ``target`` (``(host, port)``).
 
-    Use as a context manager, or call :meth:`start` / :meth:`close`. Rates are in
-    kilobytes (1000 B) per second, ``latency_ms`` is added one way in each direction.
+    Use as a context manager, or call :meth:`start` / :meth:`close`. Rates are in kB/s
+    (kilobytes per second, 1 kB = 1000 B: the buckets run at ``1000 * rate`` bytes per
+    second); ``latency_ms`` is added one way in each direction.
     """
 
-    def __init__(self, target: Tuple[str, int], up_kBps: float = DEFAULT_UP_KBPS,
-                 down_kBps: float = DEFAULT_DOWN_KBPS, latency_ms: float = 0.0,
+    def __init__(self, target: Tuple[str, int], up_kB_s: float = DEFAULT_UP_KB_S,
+                 down_kB_s: float = DEFAULT_DOWN_KB_S, latency_ms: float = 0.0,
                  host: str = "127.0.0.1", port: int = 0) -> None:
         if latency_ms < 0:
-            raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+            raise TaskcodecError(f"latency_ms must be >= 0, got {latency_ms}")
         self.target = (str(target[0]), int(target[1]))
-        self.up = TokenBucket(up_kBps * 1000.0)
-        self.down = TokenBucket(down_kBps * 1000.0)
+        self.up = TokenBucket(up_kB_s * 1000.0)
+        self.down = TokenBucket(down_kB_s * 1000.0)
         self.latency_ms = float(latency_ms)
         self._host, self._port = host, port
         self._server: Optional[socket.socket] = None
@@ -156,23 +160,23 @@ class LinkEmulator:
 
     # ---------------------------------------------------------------- settings
     @property
-    def up_kBps(self) -> float:
+    def up_kB_s(self) -> float:
         return self.up.rate / 1000.0
 
     @property
-    def down_kBps(self) -> float:
+    def down_kB_s(self) -> float:
         return self.down.rate / 1000.0
 
-    def set(self, up_kBps: Optional[float] = None, down_kBps: Optional[float] = None,
+    def set(self, up_kB_s: Optional[float] = None, down_kB_s: Optional[float] = None,
             latency_ms: Optional[float] = None) -> None:
         """Change the link while it runs (open connections see the change at once)."""
-        if up_kBps is not None:
-            self.up.set_rate(up_kBps * 1000.0)
-        if down_kBps is not None:
-            self.down.set_rate(down_kBps * 1000.0)
+        if up_kB_s is not None:
+            self.up.set_rate(up_kB_s * 1000.0)
+        if down_kB_s is not None:
+            self.down.set_rate(down_kB_s * 1000.0)
         if latency_ms is not None:
             if latency_ms < 0:
-                raise ValueError(f"latency_ms must be >= 0, got {latency_ms}")
+                raise TaskcodecError(f"latency_ms must be >= 0, got {latency_ms}")
             self.latency_ms = float(latency_ms)
 
     def _count(self, direction: str, n: int) -> None:
@@ -186,7 +190,7 @@ class LinkEmulator:
     @property
     def address(self) -> Tuple[str, int]:
         if self._server is None:
-            raise RuntimeError("the link emulator is not started")
+            raise PipelineError("the link emulator is not started: call start() first")
         host, port = self._server.getsockname()[:2]
         return host, port
 

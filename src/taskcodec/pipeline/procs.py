@@ -93,10 +93,10 @@ class Service:
 def start_service(kind: str, args: Sequence[str] = (), *, port: Optional[int] = None,
                   log_path: str, ready_timeout: float = 180.0,
                   env: Optional[dict] = None, wait: bool = True) -> Service:
-    """Run ``python -m taskcodec.cli serve-<kind> --port P ARGS``; with ``wait``, wait for
+    """Run ``python -m taskcodec serve-<kind> --port P ARGS``; with ``wait``, wait for
     ``/health`` (else call :meth:`Service.wait_ready`)."""
     port = port or free_port()
-    cmd: List[str] = [sys.executable, "-m", "taskcodec.cli", f"serve-{kind}", "--port",
+    cmd: List[str] = [sys.executable, "-m", "taskcodec", f"serve-{kind}", "--port",
                       str(port), *args]
     log = open(log_path, "wb")
     child_env = {**os.environ, **(env or {})}

@@ -1,23 +1,26 @@
 """Split a model between a device and an edge server (needs torch: ``pip install taskcodec[nn]``).
 
 * :func:`partition` — ``(head, tail)`` with ``tail(head(x)) == model(x)`` exactly.
-* :func:`profile` — per-cut head/tail latency, activation shape and bytes, FLOPs.
-* :func:`choose` — the cut and codec rate minimising device + transfer + edge time for a
-  :class:`Link` (Neurosurgeon's rule), with printable reasoning.
+* :func:`profile` — per-cut head/tail latency, activation shape and bytes, FLOPs
+  (:mod:`~taskcodec.split.profiling`).
+* :func:`choose` — the cost model (:mod:`~taskcodec.split.cost`): the cut and codec rate (bits
+  per element) minimising device + transfer + edge time for a :class:`Link` (kB/s, 1 kB =
+  1000 B; Neurosurgeon's rule), as a :class:`Choice` of :class:`SplitOption` with printable
+  reasoning.
 """
 
-from taskcodec.split.partition import SplitError, cut_points, partition
-from taskcodec.split.planner import (
+from taskcodec.errors import SplitError
+from taskcodec.split.cost import (
     DEVICE_ONLY,
     EDGE_ONLY,
     Choice,
-    CutProfile,
+    CodecRate,
     Link,
-    Option,
-    Profile,
+    SplitOption,
     choose,
-    profile,
 )
+from taskcodec.split.partition import cut_points, partition
+from taskcodec.split.profiling import CutProfile, Profile, profile
 
 __all__ = [
     "partition",
@@ -28,7 +31,8 @@ __all__ = [
     "Link",
     "Profile",
     "CutProfile",
-    "Option",
+    "CodecRate",
+    "SplitOption",
     "Choice",
     "EDGE_ONLY",
     "DEVICE_ONLY",

@@ -25,11 +25,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from taskcodec.errors import ArgumentTypeError, SplitError
+
 __all__ = ["partition", "cut_points", "SplitError"]
-
-
-class SplitError(ValueError):
-    """The model cannot be cut where asked (unknown name, skip connection across the cut...)."""
 
 
 Cut = Union[str, int]
@@ -216,9 +214,10 @@ def partition(model: nn.Module, at: Cut) -> Tuple[nn.Module, nn.Module]:
 
     Raises:
         SplitError: unknown cut, or a cut that a skip connection crosses.
+        ArgumentTypeError: ``model`` is not an ``nn.Module``, or ``at`` neither a str nor an int.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     vit = _vit_parts(model)
     if vit is not None:
         return _partition_vit(model, vit[0], vit[1], at)
@@ -227,7 +226,8 @@ def partition(model: nn.Module, at: Cut) -> Tuple[nn.Module, nn.Module]:
             return _partition_sequential(model, at)
         raise SplitError(f"cut a {type(model).__name__} by module or node name, got the index {at}")
     if not isinstance(at, str):
-        raise SplitError(f"at must be a module/node name or an index, got {at!r}")
+        raise ArgumentTypeError(f"at must be a module/node name (str) or an index (int), got "
+                                f"{type(at).__name__} {at!r}")
     modules = dict(model.named_modules())
     try:
         gm = _trace(model, at if at in modules else None)

@@ -4,7 +4,7 @@
 which codec rates, and whether they fit on a device. :func:`load_runtime` builds one:
 
 * ``mobilenet_v2`` — torchvision's MobileNetV2 with its real ImageNet weights (offline, see
-  :func:`taskcodec.demo.ensure_weights`); classification; cut after ``features[k]``.
+  :func:`taskcodec.zoo.weights.ensure_weights`); classification; cut after ``features.k``.
 * ``blip-tiny`` — a small BLIP (captioning and VQA) built from a config with **random,
   untrained weights**: the hub's real weights are not available offline, so its answers are
   noise; it exercises the plumbing and the timing only. Every answer it gives is marked
@@ -19,26 +19,23 @@ with the full model on held-out photos) are computed by the edge at start-up
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-import io
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from taskcodec.errors import TaskcodecError
+from taskcodec.errors import BadInputError
 
 __all__ = [
     "ModelSpec",
     "REGISTRY",
     "UNTRAINED_BANNER",
-    "BadInputError",
     "CodecCalibration",
     "MobileNetRuntime",
     "BlipRuntime",
     "load_runtime",
-    "decode_jpeg",
-    "encode_jpeg",
     "decode_feature",
 ]
 
@@ -47,10 +44,6 @@ UNTRAINED_BANNER = (
     "weights are not available offline); its captions and VQA answers are noise. It shows the "
     "pipeline's plumbing and timing only. !!!"
 )
-
-
-class BadInputError(TaskcodecError):
-    """A request's payload cannot be used (not a JPEG, wrong tensor shape, unknown task)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,35 +86,6 @@ REGISTRY: Dict[str, ModelSpec] = {
 }
 """Models the pipeline knows, by name."""
 
-JPEG_QUALITY = 90
-
-
-def decode_jpeg(data: bytes, max_pixels: int = 40_000_000) -> np.ndarray:
-    """JPEG (or PNG) bytes -> ``uint8 [H, W, 3]``; :class:`BadInputError` when it is not one."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format not in ("JPEG", "PNG"):
-                raise BadInputError(f"expected a JPEG or PNG image, got {img.format}")
-            if img.width * img.height > max_pixels:
-                raise BadInputError(f"image of {img.width}x{img.height} exceeds {max_pixels} px")
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, BadInputError):
-            raise
-        raise BadInputError(f"payload is not a readable image: {exc}") from None
-
-
-def encode_jpeg(photo: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """``uint8 [H, W, 3]`` -> JPEG bytes."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(photo)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 @dataclasses.dataclass
 class CodecCalibration:
     """The :class:`taskcodec.nn.FeatureCodec` of one (cut, rate), what its frames cost and
@@ -135,33 +99,25 @@ class CodecCalibration:
     agreement: float  # top-1 agreement with the full model on held-out calibration views
 
     def to_json(self) -> Dict[str, Any]:
-        """JSON with the codec as base64 of its ``.npz`` (:meth:`FeatureCodec.save`; no pickle)."""
-        import base64
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "codec.npz")
-            self.codec.save(path)
-            with open(path, "rb") as f:
-                blob = f.read()
+        """JSON with the codec as base64 of :meth:`FeatureCodec.to_bytes` (no pickle)."""
         return {"at": self.at, "rate": self.rate, "shape": list(self.shape),
                 "mean_bytes": self.mean_bytes, "agreement": self.agreement,
-                "codec": base64.b64encode(blob).decode("ascii")}
+                "codec": base64.b64encode(self.codec.to_bytes()).decode("ascii")}
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> "CodecCalibration":
-        import base64
-        import tempfile
-
+        """Inverse of :meth:`to_json`; :class:`~taskcodec.BadInputError` for a malformed
+        entry, the codec's own error for bad codec bytes."""
         from taskcodec.nn import FeatureCodec
 
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "codec.npz")
-            with open(path, "wb") as f:
-                f.write(base64.b64decode(d["codec"]))
-            codec = FeatureCodec.load(path)
-        return cls(int(d["at"]), float(d["rate"]), codec, tuple(int(s) for s in d["shape"]),
-                   float(d["mean_bytes"]), float(d["agreement"]))
+        try:
+            blob = base64.b64decode(d["codec"], validate=True)
+            fields = (int(d["at"]), float(d["rate"]), tuple(int(s) for s in d["shape"]),
+                      float(d["mean_bytes"]), float(d["agreement"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInputError(f"not a codec calibration entry: {exc!r}") from None
+        at, rate, shape, mean_bytes, agreement = fields
+        return cls(at, rate, FeatureCodec.from_bytes(blob), shape, mean_bytes, agreement)
 
 
 def decode_feature(codec: Any, frame: bytes, shape: Sequence[int]) -> Any:
@@ -184,11 +140,10 @@ class MobileNetRuntime:
 
     def __init__(self) -> None:
         import taskcodec as tc
-        from taskcodec.demo import _load_model
+        from taskcodec.zoo.models import load_model
 
-        self.model, weights = _load_model()
-        self.preset = weights.transforms()
-        self.categories: List[str] = list(weights.meta["categories"])
+        self.model, self.preset = load_model("mobilenet_v2")
+        self.categories: List[str] = list(self.preset.categories)
         self.calibrations: Dict[Tuple[int, float], CodecCalibration] = {}
         # (head, tail) per registered cut, from tc.split.partition (torch.fx).
         self.parts = {at: tc.split.partition(self.model, self.cut_name(at))
@@ -202,13 +157,7 @@ class MobileNetRuntime:
     # ------------------------------------------------------------ pieces
     def preprocess(self, photo: np.ndarray) -> Any:
         """``uint8 [H, W, 3]`` -> normalized ``[1, 3, 224, 224]``."""
-        import torch
-
-        from taskcodec.demo import _network_input, _normalize
-
-        u8 = _network_input(torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1),
-                            self.preset)
-        return _normalize(u8, self.preset).unsqueeze(0)
+        return self.preset(photo)
 
     def _check_cut(self, at: int) -> None:
         if at not in self.spec.cut_points:
@@ -247,15 +196,15 @@ class MobileNetRuntime:
         views; measure its frame size and top-1 agreement on the other half."""
         import torch
 
-        from taskcodec.demo import CALIBRATION_PHOTOS, _calibration_views, _network_input, \
-            _normalize, load_photo
         from taskcodec.nn import FeatureCodec
+        from taskcodec.zoo.models import network_input, normalize
+        from taskcodec.zoo.photos import CALIBRATION_PHOTOS, calibration_views, load_photo
 
         rng = np.random.default_rng(0)
         views = [
-            _normalize(_network_input(v, self.preset), self.preset)
+            normalize(network_input(v, self.preset), self.preset)
             for name in (photos or CALIBRATION_PHOTOS)
-            for v in _calibration_views(load_photo(name), rng)
+            for v in calibration_views(load_photo(name), rng)
         ]
         x = torch.stack(views)
         fit, held = x[0::2], x[1::2]

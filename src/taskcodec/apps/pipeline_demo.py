@@ -5,7 +5,7 @@
    (token buckets on its real sockets) and asks the cloud to plan each request.
 3. Sends classification (MobileNetV2, real ImageNet weights), captioning and VQA (a small
    BLIP with random, untrained weights — loudly marked) requests at each uplink bandwidth of
-   the sweep (downlink = 2 x uplink, as the study's 250 / 500 KB/s), with the policy choosing
+   the sweep (downlink = 2 x uplink, as the study's 250 / 500 kB/s), with the policy choosing
    the mode; and, for the plot, each mode forced on one photo.
 4. Prints a table (bandwidth, request, mode, bytes sent, latency, answer), writes
    ``pipeline_demo.json`` and ``pipeline_latency.png`` into ``--out``, and stops both servers.
@@ -22,9 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["add_arguments", "main", "run", "DEFAULT_BANDWIDTHS", "DEFAULT_SLOWDOWN"]
+from taskcodec._tables import format_table
 
-DEFAULT_BANDWIDTHS = (1000.0, 500.0, 300.0, 250.0, 100.0)
+__all__ = ["add_arguments", "main", "run", "DEFAULT_UP_KB_S", "DEFAULT_SLOWDOWN"]
+
+DEFAULT_UP_KB_S = (1000.0, 500.0, 300.0, 250.0, 100.0)
+"""The uplink bandwidths the demo sweeps, in kB/s (kilobytes per second)."""
 DEFAULT_SLOWDOWN = 4.0
 """The demo's device is emulated 4x slower than the machine (a small board next to an edge
 box); with one machine playing both, device-only would otherwise always win."""
@@ -41,34 +44,26 @@ REFUSED_REQUEST = "book me a flight to Paris"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out",
                    help="folder for the JSON, the plot and the server logs (default: %(default)s)")
-    p.add_argument("--bandwidths", type=float, nargs="+", default=list(DEFAULT_BANDWIDTHS),
-                   help="uplink kB/s to sweep (default: %(default)s)")
+    p.add_argument("--up-kB-s", type=float, nargs="+", default=list(DEFAULT_UP_KB_S),
+                   metavar="KB_S", help="uplink bandwidths to sweep, in kB/s (kilobytes per "
+                   "second); the downlink is twice each (default: %(default)s)")
     p.add_argument("--slowdown", type=float, default=DEFAULT_SLOWDOWN,
                    help="emulated device slowness vs this machine (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3,
-                   help="forced-mode runs per bandwidth for the plot (median; default 3)")
+                   help="forced-mode runs per bandwidth for the plot (median; default: "
+                   "%(default)s)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default: %(default)s)")
     p.add_argument("--planner", choices=["auto", "embedding", "rules"], default="auto",
                    help="cloud planner back end (default: %(default)s)")
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 2) -> str:
-    from taskcodec.demo import _table as table
-
-    return table(headers, rows, left)
-
-
-def run(out: Path, *, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
+def run(out: Path, *, up_kB_s: Sequence[float] = DEFAULT_UP_KB_S,
         slowdown: float = DEFAULT_SLOWDOWN, repeats: int = 3, threads: int = 1,
         planner: str = "auto", echo: Any = print) -> Dict[str, Any]:
     """Run the demo, write its JSON and plot into ``out``, return the JSON-able report."""
     import torch
 
-    from taskcodec.demo import load_photo
-    from taskcodec.pipeline.cloud import PlanRefused
-    from taskcodec.pipeline.device import DeviceClient
-    from taskcodec.pipeline.models import UNTRAINED_BANNER
     from taskcodec.pipeline.procs import start_service
 
     out.mkdir(parents=True, exist_ok=True)
@@ -92,17 +87,21 @@ def run(out: Path, *, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
         for line in cloud.log().splitlines() + edge.log().splitlines():
             if line.startswith(("taskcodec", "!!!")):
                 echo(f"  {line}")
-        return _run_device(out, cloud.url, edge.url, bandwidths, slowdown, repeats, echo,
-                           load_photo, DeviceClient, PlanRefused, UNTRAINED_BANNER)
+        return _run_device(out, cloud.url, edge.url, up_kB_s, slowdown, repeats, echo)
     finally:
         for svc in reversed(services):
             svc.stop()
-        echo(f"servers stopped ({', '.join(f'{s.name} exit {s.proc.returncode}' for s in services)})")
+        stopped = ", ".join(f"{s.name} exit {s.proc.returncode}" for s in services)
+        echo(f"servers stopped ({stopped})")
 
 
-def _run_device(out: Path, cloud_url: str, edge_url: str, bandwidths: Sequence[float],
-                slowdown: float, repeats: int, echo: Any, load_photo: Any, DeviceClient: Any,
-                PlanRefused: Any, banner: str) -> Dict[str, Any]:
+def _run_device(out: Path, cloud_url: str, edge_url: str, up_kB_s: Sequence[float],
+                slowdown: float, repeats: int, echo: Any) -> Dict[str, Any]:
+    from taskcodec.errors import PlanRefused
+    from taskcodec.pipeline.device import DeviceClient
+    from taskcodec.zoo.photos import load_photo
+    from taskcodec.zoo.runtimes import UNTRAINED_BANNER
+
     rows: List[Dict[str, Any]] = []
     curves: Dict[str, Dict[float, float]] = {"edge-only": {}, "device-only": {}, "split": {}}
     with DeviceClient(edge_url, cloud_url=cloud_url, slowdown=slowdown) as dev:
@@ -122,44 +121,45 @@ def _run_device(out: Path, cloud_url: str, edge_url: str, bandwidths: Sequence[f
             echo(f"refused: {exc}")
         photos = {name: load_photo(name) for _, name in REQUESTS}
         warned = False
-        for bw in bandwidths:
-            dev.link.set(up_kBps=bw, down_kBps=2 * bw)
+        for bw in up_kB_s:
+            dev.link.set(up_kB_s=bw, down_kB_s=2 * bw)
             dev.measure_link()
             for text, name in REQUESTS:
                 for r in dev.ask(text, photos[name]):
                     if r.untrained and not warned:
-                        echo(banner)
+                        echo(UNTRAINED_BANNER)
                         warned = True
                     rows.append({
-                        "up_kBps": bw, "request": text, "photo": name, "task": r.task,
+                        "up_kB_s": bw, "request": text, "photo": name, "task": r.task,
                         "mode": r.option.label() if r.option else r.mode,
                         "bytes_up": r.bytes_up, "latency_ms": round(r.latency_ms, 1),
                         "answer": r.answer if r.ok else f"ERROR {r.error}",
-                        "untrained": r.untrained, "measured_up_kBps": round(
-                            (dev.up_Bps or 0) / 1e3, 1), "reason": r.reason,
+                        "untrained": r.untrained, "measured_up_kB_s": round(
+                            dev.up_kB_s or 0, 1), "reason": r.reason,
                     })
             for mode in curves:
                 lat = [dev.run("classify", "mobilenet_v2", photos["chelsea"], mode=mode)
                        for _ in range(repeats)]
                 if all(r.ok for r in lat):
                     curves[mode][bw] = statistics.median(r.latency_ms for r in lat)
-    table = _table(
+    table = format_table(
         ["uplink kB/s", "request (photo)", "mode", "bytes up", "ms", "answer"],
-        [[f"{r['up_kBps']:g}", f"{r['request']} ({r['photo']})", r["mode"],
+        [[f"{r['up_kB_s']:g}", f"{r['request']} ({r['photo']})", r["mode"],
           f"{r['bytes_up']:,}", f"{r['latency_ms']:.0f}",
           (r["answer"] or "")[:40] + (" [UNTRAINED]" if r["untrained"] else "")] for r in rows],
+        left=2,
     )
     echo("")
     echo(table)
     echo("")
     echo("latency of each mode forced (chelsea, classification, median ms):")
-    echo(_table(["uplink kB/s", *curves],
+    echo(format_table(["uplink kB/s", *curves],
                 [[f"{bw:g}", *(f"{curves[m].get(bw, float('nan')):.0f}" for m in curves)]
-                 for bw in bandwidths], left=1))
+                      for bw in up_kB_s], left=1))
     report = {"machine": _machine(), "slowdown": slowdown, "rows": rows,
               "forced_ms": {m: {str(k): v for k, v in c.items()} for m, c in curves.items()}}
     (out / "pipeline_demo.json").write_text(json.dumps(report, indent=1))
-    _plot(out / "pipeline_latency.png", bandwidths, curves, rows, slowdown)
+    _plot(out / "pipeline_latency.png", curves, rows, slowdown)
     echo(f"\nwrote {out / 'pipeline_demo.json'} and {out / 'pipeline_latency.png'}")
     return report
 
@@ -176,7 +176,7 @@ def _machine() -> Dict[str, Any]:
             "torch": torch.__version__, "taskcodec": taskcodec.__version__}
 
 
-def _plot(path: Path, bandwidths: Sequence[float], curves: Dict[str, Dict[float, float]],
+def _plot(path: Path, curves: Dict[str, Dict[float, float]],
           rows: List[Dict[str, Any]], slowdown: float) -> None:
     import matplotlib
 
@@ -188,12 +188,12 @@ def _plot(path: Path, bandwidths: Sequence[float], curves: Dict[str, Dict[float,
         xs = sorted(c)
         ax.plot(xs, [c[x] for x in xs], marker="o", label=f"{mode} (forced)")
     auto = [r for r in rows if r["photo"] == "chelsea"]
-    ax.scatter([r["up_kBps"] for r in auto], [r["latency_ms"] for r in auto], marker="x",
+    ax.scatter([r["up_kB_s"] for r in auto], [r["latency_ms"] for r in auto], marker="x",
                s=80, color="k", label="policy's choice", zorder=5)
     for r in auto:
-        ax.annotate(r["mode"], (r["up_kBps"], r["latency_ms"]), fontsize=7,
+        ax.annotate(r["mode"], (r["up_kB_s"], r["latency_ms"]), fontsize=7,
                     textcoords="offset points", xytext=(4, 6))
-    ax.set_xlabel("uplink bandwidth (kB/s; downlink 2x)")
+    ax.set_xlabel("uplink bandwidth (kB/s = 1000 bytes/s; downlink 2x)")
     ax.set_ylabel("end-to-end latency (ms)")
     ax.set_xscale("log")
     ax.set_title(f"MobileNetV2 classification, device {slowdown:g}x slower than edge")
@@ -219,7 +219,7 @@ def main(args: Optional[argparse.Namespace] = None) -> int:
         previous = signal.signal(signal.SIGTERM,
                                  lambda *_: sys.exit(128 + int(signal.SIGTERM)))
     try:
-        report = run(Path(args.out), bandwidths=args.bandwidths, slowdown=args.slowdown,
+        report = run(Path(args.out), up_kB_s=args.up_kB_s, slowdown=args.slowdown,
                      repeats=args.repeats, threads=args.threads, planner=args.planner)
     finally:
         if previous is not None:

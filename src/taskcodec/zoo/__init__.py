@@ -1,0 +1,36 @@
+"""Pretrained models by name, their weights and preprocessing, and the photos to try them on.
+
+* :mod:`~taskcodec.zoo.weights` — :func:`ensure_weights`: torchvision's MobileNetV2 ImageNet
+  checkpoint made loadable offline (:class:`~taskcodec.MissingWeightsError` says how to get it).
+* :mod:`~taskcodec.zoo.models` — :func:`load_model` ``(name) -> (model, preprocessing)``,
+  :func:`network_input`, :func:`normalize`.
+* :mod:`~taskcodec.zoo.photos` — :func:`load_photo` (a scikit-image photo name or a file path),
+  :func:`calibration_views`, :data:`CALIBRATION_PHOTOS`, :data:`EVALUATION_PHOTOS`.
+* :mod:`~taskcodec.zoo.images` — :func:`encode_jpeg`, :func:`decode_jpeg` (bounded, for bytes
+  from a network).
+* :mod:`~taskcodec.zoo.runtimes` — the model registry the pipeline serves (:data:`REGISTRY`,
+  :func:`load_runtime`) and the calibrated split codecs (:class:`CodecCalibration`).
+
+Submodules load on first use: ``import taskcodec.zoo`` imports neither torch nor Pillow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULES = ("weights", "models", "photos", "images", "runtimes")
+
+__all__ = list(_SUBMODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"taskcodec.zoo.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'taskcodec.zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(list(globals()) + list(_SUBMODULES))
