@@ -5,6 +5,10 @@
 # reproduced byte for byte and decode on aarch64, and a seeded set of frames encoded on
 # aarch64 is compared with the same set encoded on x86_64.
 #   scripts/wheel-aarch64.sh            -> dist/aarch64/repaired/taskcodec-*-manylinux_*_aarch64.whl
+# The x86_64 side of that comparison runs the x86_64 wheel that `make wheel` left in dist/
+# (`make wheels` builds it first), installed into a folder of its own: the build venv need not
+# hold an installed taskcodec, and a fresh clone's does not. Without a wheel in dist/, a CPU-only
+# x86_64 wheel is built for the comparison (build/x86_64-wheel/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 top=$(pwd -P)
@@ -61,8 +65,26 @@ PYTHONPATH="$site" run -m pytest -c "$ini" --rootdir "$top" -q "$top/tests/golde
   "$top/tests/unit/test_api.py" "$top/tests/unit/test_corruption.py" "$top/tests/unit/test_table.py" \
   "$top/tests/unit/test_reference_decoder.py" "$top/tests/property"
 # Cross-platform bytes, both ways: frames made on x86_64 decode on aarch64 and aarch64 encodes
-# the same inputs to the same bytes, and the other way round.
-"$venv/bin/python" "$top/tests/e2e/cross_frames.py" make "$top/build/frames-x86_64"
+# the same inputs to the same bytes, and the other way round. The x86_64 side is an x86_64
+# wheel, installed like the aarch64 one into a folder of its own.
+x86_whl=$(ls "$top"/dist/repaired/taskcodec-*_x86_64.whl 2>/dev/null | head -n 1 || true)
+[ -n "$x86_whl" ] || x86_whl=$(ls "$top"/dist/taskcodec-*_x86_64.whl 2>/dev/null | head -n 1 || true)
+if [ -z "$x86_whl" ]; then
+  echo "wheel-aarch64: no x86_64 wheel in dist/ (make wheel); building a CPU-only one to compare with"
+  rm -rf "$top/build/x86_64-wheel"
+  (cd "$top" && "$venv/bin/pip" wheel -q --no-build-isolation --no-deps -w build/x86_64-wheel \
+    -Cbuild-dir=build/wheel-x86_64-cpu -Ccmake.define.TASKCODEC_CUDA=OFF .)
+  x86_whl=$(ls "$top"/build/x86_64-wheel/taskcodec-*_x86_64.whl)
+fi
+x86_site="$top/build/x86_64-site"
+rm -rf "$x86_site"
+"$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-index --no-compile \
+  --target "$x86_site" "$x86_whl"
+x86() { PYTHONPATH="$x86_site" "$venv/bin/python" "$@"; }
+x86 -c "import platform, taskcodec as tc; assert platform.machine() == 'x86_64'; \
+assert tc.__file__.startswith('$x86_site'), tc.__file__; \
+print('x86_64: taskcodec', tc.__version__, 'from $(basename "$x86_whl")')"
+x86 "$top/tests/e2e/cross_frames.py" make "$top/build/frames-x86_64"
 PYTHONPATH="$site" run "$top/tests/e2e/cross_frames.py" check "$top/build/frames-x86_64"
 PYTHONPATH="$site" run "$top/tests/e2e/cross_frames.py" make "$top/build/frames-aarch64"
-"$venv/bin/python" "$top/tests/e2e/cross_frames.py" check "$top/build/frames-aarch64"
+x86 "$top/tests/e2e/cross_frames.py" check "$top/build/frames-aarch64"
