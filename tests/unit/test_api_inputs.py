@@ -3,35 +3,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ci_support import require
 
 import taskcodec as tc
 
-
-@pytest.fixture(scope="module")
-def table3() -> tc.CdfTable:
-    pmf = np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
-    return tc.CdfTable.from_pmf(pmf, [0, -2, 5], precision=8)
-
-
-@pytest.fixture(scope="module")
-def table1() -> tc.CdfTable:
-    return tc.CdfTable.from_pmf(np.ones((1, 6)), [-3], precision=10)
-
-
-@pytest.fixture(scope="module")
-def symbols() -> np.ndarray:
-    return (np.arange(2 * 3 * 4, dtype=np.int32).reshape(2, 3, 4) % 11) - 4
-
-
-def roundtrip(x, table, index=None, **kwargs) -> np.ndarray:
-    """Encode and decode; the result has the dtype the frame records (the input's)."""
-    blob = tc.encode(x, table, index, **kwargs)
-    out = tc.decode(blob, table, index)
-    assert out.dtype == np.dtype(tc.read_header(blob).dtype)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_api import roundtrip  # noqa: E402
 
 
 def test_non_contiguous_arrays_are_accepted(table3: tc.CdfTable) -> None:
