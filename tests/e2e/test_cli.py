@@ -16,7 +16,7 @@ import taskcodec as tc
 from taskcodec.apps import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {"info", "demo", "serve-edge", "serve-cloud", "device", "codec-demo"}
+COMMANDS = {"info", "demo", "serve-edge", "serve-cloud", "device", "codec-demo", "photos"}
 
 
 def _python(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -27,7 +27,7 @@ MAX_LINES = 400
 
 # Layers, bottom to top. A module may import from its own layer and the layers below.
 LAYERS: List[Tuple[str, ...]] = [
-    ("taskcodec.errors", "taskcodec._core", "taskcodec._tables"),
+    ("taskcodec.errors", "taskcodec._core", "taskcodec._tables", "taskcodec._cache"),
     ("taskcodec._device",),
     ("taskcodec.codec", "taskcodec"),  # the top-level package re-exports the codec layer
     ("taskcodec.nn",),

