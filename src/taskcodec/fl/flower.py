@@ -18,7 +18,8 @@ ClientApp train, computes ``delta = trained - received``, compresses it with a
 with the frame in a ConfigRecord instead of the dense ArrayRecord. The strategy wrapper
 rebuilds ``received + delta`` for each reply and hands dense replies to the wrapped
 strategy. A reply whose frame does not decode is dropped from the round with a logged
-reason; the round goes on with the others.
+reason; the round goes on with the others. Each round's updates are bounded in norm (by default
+ten times the round's median update norm; larger ones are scaled down to the bound).
 
 Downlink (optional, ``CompressedStrategy(..., downlink={"ratio": 0.1, "values": "int8"})``):
 the server also compresses what it broadcasts. It keeps the clients' copy of the model (the
@@ -47,9 +48,17 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
 
 from taskcodec.errors import DownlinkMismatch, ModelMismatch, TaskcodecError
-from taskcodec.fl.coding import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_TENSORS
+from taskcodec.fl.coding import DEFAULT_MAX_ELEMENTS
 from taskcodec.fl.compressor import TopKCompressor
-from taskcodec.fl.frames import decompress
+from taskcodec.fl.flower_guard import add_frame as _add_frame
+from taskcodec.fl.flower_guard import (
+    apply_delta,
+    check_factor,
+    decode_delta,
+    norm_bound,
+    scale_to,
+    update_norm,
+)
 
 __all__ = ["compression_mod", "CompressedStrategy", "UPDATE_KEY", "DOWNLINK_KEY", "ModelMismatch",
            "DownlinkMismatch", "fingerprint"]
@@ -100,25 +109,6 @@ def fingerprint(arrays: Dict[str, np.ndarray]) -> int:
 
 def _same_layout(a: Dict[str, np.ndarray], b: Dict[str, np.ndarray]) -> bool:
     return list(a) == list(b) and all(a[k].shape == b[k].shape and a[k].dtype == b[k].dtype for k in a)
-
-
-def _add_frame(model: Dict[str, np.ndarray], frame: bytes,
-               max_elements: int = DEFAULT_MAX_ELEMENTS) -> Dict[str, np.ndarray]:
-    """model + the decoded frame, in the model's dtypes: the same arithmetic for the clients'
-    updates on the server and for the server's steps on the server and the nodes.
-
-    The frame may describe no more tensors or values than the model has, so a hostile frame
-    is refused before any dense buffer is allocated for it (the frame's own errors), and its
-    tensors must be the model's (:class:`ModelMismatch`).
-    """
-    delta = decompress(frame, max_tensors=min(len(model), DEFAULT_MAX_TENSORS) or 1,
-                       max_elements=max(1, min(max_elements, sum(v.size for v in model.values()))))
-    if not isinstance(delta, dict) or list(delta) != list(model):
-        raise ModelMismatch("the frame's tensors are not the model's")
-    for k, v in model.items():
-        if delta[k].shape != v.shape:
-            raise ModelMismatch(f"tensor {k!r} has shape {delta[k].shape}, the model's is {v.shape}")
-    return {k: (v + delta[k]).astype(v.dtype, copy=False) for k, v in model.items()}
 
 
 def _receive_model(msg: Message, context: Context) -> Tuple[int, Dict[str, np.ndarray]]:
@@ -210,6 +200,9 @@ class CompressedStrategy(Strategy):
         downlink: :class:`~taskcodec.fl.TopKCompressor` arguments (e.g.
             ``{"ratio": 0.1, "values": "int8"}``) to compress the model sent in train
             messages too (see the module's text); None sends it dense.
+        norm_bound_factor: each round, a compressed update whose L2 norm exceeds this many
+            times the round's median update norm (the lower median) is scaled down to that
+            bound before the wrapped strategy sees it; None disables the bound.
 
     Attributes:
         uplink_bytes: per round, the bytes of the compressed frames received.
@@ -218,12 +211,18 @@ class CompressedStrategy(Strategy):
         downlink_frames: per round, how many train messages carried frames (the others
             carried the dense model).
         dropped: per round, ``(node_id, reason)`` of replies whose update was dropped.
+        clipped: per round, ``(node_id, norm, bound)`` of updates scaled down to the bound.
+        norm_bounds: per round, the bound applied (absent: no bound that round).
     """
 
     def __init__(self, strategy: Optional[Strategy] = None, *, max_elements: int = DEFAULT_MAX_ELEMENTS,
-                 downlink: Optional[Dict[str, Any]] = None) -> None:
+                 downlink: Optional[Dict[str, Any]] = None,
+                 norm_bound_factor: Optional[float] = 10.0) -> None:
         self.strategy = strategy if strategy is not None else FedAvg()
         self.max_elements = int(max_elements)
+        self.norm_bound_factor = check_factor(norm_bound_factor)
+        self.clipped: Dict[int, List[Tuple[int, float, float]]] = {}
+        self.norm_bounds: Dict[int, float] = {}
         self._sent_round: Optional[int] = None  # the round of the last train messages and
         self._sent_model: Dict[str, np.ndarray] = {}  # the server's model then
         self.uplink_bytes: Dict[int, int] = {}
@@ -315,45 +314,75 @@ class CompressedStrategy(Strategy):
         return Message(content=content, dst_node_id=node, message_type=msg.metadata.message_type,
                        ttl=msg.metadata.ttl, group_id=msg.metadata.group_id)
 
-    def _densify(self, server_round: int, msg: Message) -> Optional[str]:
-        """Replaces a compressed update by the dense model; the reason when it cannot."""
+    def _decode(self, server_round: int, msg: Message) -> Tuple[Optional[str], Any]:
+        """The reason a compressed update cannot be used, or None and ``(key, delta)``."""
         cfg = msg.content[UPDATE_KEY]
         if server_round != self._sent_round:
-            return "no model was sent in this round"
+            return "no model was sent in this round", None
         try:
             frame, key = cfg["frame"], cfg["key"]
             if not isinstance(frame, bytes) or not isinstance(key, str):
-                return "the update record does not hold a frame and a key"
-            trained = _add_frame(self._sent_model, frame, self.max_elements)
+                return "the update record does not hold a frame and a key", None
+            delta = decode_delta(self._sent_model, frame, self.max_elements)
+        except TaskcodecError as e:
+            return f"{type(e).__name__}: {e}", None
+        except KeyError as e:
+            return f"the update record lacks {e}", None
+        self.uplink_bytes[server_round] = self.uplink_bytes.get(server_round, 0) + len(frame)
+        return None, (key, delta)
+
+    def _densify(self, server_round: int, msg: Message, key: str,
+                 delta: Dict[str, np.ndarray]) -> Optional[str]:
+        """Replaces a compressed update by the dense model; the reason when it cannot."""
+        try:
+            trained = apply_delta(self._sent_model, delta)
         except TaskcodecError as e:
             return f"{type(e).__name__}: {e}"
-        except KeyError as e:
-            return f"the update record lacks {e}"
-        self.uplink_bytes[server_round] = self.uplink_bytes.get(server_round, 0) + len(frame)
-        if self._down is not None and cfg.get("version") == self._version:
+        if self._down is not None and msg.content[UPDATE_KEY].get("version") == self._version:
             self._node_version[msg.metadata.src_node_id] = self._version
         del msg.content[UPDATE_KEY]
         msg.content[key] = ArrayRecord({k: Array(v) for k, v in trained.items()})
         return None
 
+    def _drop(self, server_round: int, msg: Message, reason: str) -> None:
+        node = msg.metadata.src_node_id
+        logger.warning("round %d: dropping the update of node %s: %s", server_round, node, reason)
+        self.dropped[server_round].append((node, reason))
+
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> Tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
         kept: List[Message] = []
+        decoded: List[Tuple[Message, str, Dict[str, np.ndarray], float]] = []
         self.dropped.setdefault(server_round, [])
+        self.clipped.setdefault(server_round, [])
         for msg in replies:
             # A node that replies is sent steps later only if its reply says it holds the
             # current version (set in _densify); any other reply resynchronises it. Nodes not
             # sampled keep the version they last reported.
             self._node_version.pop(msg.metadata.src_node_id, None)
             if not msg.has_error() and UPDATE_KEY in msg.content:
-                reason = self._densify(server_round, msg)
+                reason, got = self._decode(server_round, msg)
                 if reason is not None:
-                    node = msg.metadata.src_node_id
-                    logger.warning("round %d: dropping the update of node %s: %s", server_round, node, reason)
-                    self.dropped[server_round].append((node, reason))
+                    self._drop(server_round, msg, reason)
                     continue
+                decoded.append((msg, got[0], got[1], update_norm(got[1])))
             kept.append(msg)
-        return self.strategy.aggregate_train(server_round, kept)
+        bound = norm_bound([n for *_, n in decoded], self.norm_bound_factor)
+        if bound is not None:
+            self.norm_bounds[server_round] = bound
+        dropped = set()
+        for msg, key, delta, norm in decoded:
+            if bound is not None and norm > bound:
+                node = msg.metadata.src_node_id
+                logger.warning("round %d: scaling the update of node %s from norm %.4g to the bound %.4g",
+                               server_round, node, norm, bound)
+                self.clipped[server_round].append((node, norm, bound))
+                delta = scale_to(delta, norm, bound)
+            reason = self._densify(server_round, msg, key, delta)
+            if reason is not None:
+                self._drop(server_round, msg, reason)
+                dropped.add(id(msg))
+        return self.strategy.aggregate_train(server_round, [m for m in kept if id(m) not in dropped])
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
