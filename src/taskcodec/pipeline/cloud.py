@@ -30,13 +30,20 @@ Unknown requests get :class:`PlanRefused`, never a guess.
 """
 
 
-import json
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from taskcodec.errors import PlanError, PlanRefused
-from taskcodec.pipeline.protocol import PLAN_SCHEMA, TASKS, validate_plan
+from taskcodec.errors import BadInputError, PlanError, PlanRefused
+from taskcodec.pipeline.protocol import (
+    MAX_PLAN_BODY_BYTES,
+    MAX_REQUEST_CHARS,
+    PLAN_SCHEMA,
+    TASKS,
+    check_text,
+    loads_json,
+    validate_plan,
+)
 
 __all__ = [
     "TASKS",
@@ -124,7 +131,8 @@ class OpenAIPlanner(Planner):
         except httpx.HTTPError as exc:
             raise PlanError(f"LLM endpoint {self.base_url} failed: {exc}") from None
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise PlanError(f"LLM reply is not a chat completion: {exc!r}") from None
+            raise PlanError(f"LLM reply is not a chat completion ({type(exc).__name__}: "
+                            f"{str(exc)[:200]})") from None
         return self.parse(content, request)
 
     @staticmethod
@@ -134,10 +142,12 @@ class OpenAIPlanner(Planner):
         fence = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
         if fence:
             text = fence.group(1).strip()
+        if len(text) > 65536:
+            raise PlanError(f"LLM reply of {len(text)} characters is too long for a plan")
         try:
-            plan = json.loads(text)
-        except ValueError as exc:
-            raise PlanError(f"LLM reply is not JSON ({exc}): {content[:200]!r}") from None
+            plan = loads_json(text, what="LLM reply")
+        except BadInputError as exc:
+            raise PlanError(f"{exc}: {content[:200]!r}") from None
         if plan == []:
             raise PlanRefused(f"cannot serve {request!r}: the planner found no task for it; "
                               f"this pipeline does {', '.join(TASKS)}")
@@ -242,55 +252,61 @@ def default_planner() -> Planner:
         return RulePlanner()
 
 
-def create_cloud_app(planner: Planner, *, token: Optional[str] = None) -> Any:
+def create_cloud_app(planner: Planner, *, token: Optional[str] = None,
+                     limits: Optional[Any] = None) -> Any:
     """FastAPI app: ``POST /v1/plan {"request": str}`` → ``{"plan": [...], "planner": str}``;
-    422 with the reason for a refused request or an invalid plan; ``GET /v1/models``: the
-    registry; ``GET /health``."""
-    import hmac
-
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
+    422 with the reason for a malformed body, a refused request or an invalid plan; 502 when
+    the planner behind failed; ``GET /v1/models``: the registry; ``GET /health``.
+    ``limits``: a :class:`~taskcodec.pipeline.server_common.ServerLimits` (timeouts)."""
+    from fastapi import FastAPI, Request
     from starlette.concurrency import run_in_threadpool
 
+    from taskcodec.pipeline.server_common import (
+        Metrics,
+        ServerLimits,
+        error_response,
+        install_common,
+        read_body,
+    )
     from taskcodec.zoo.runtimes import REGISTRY
 
+    limits = limits or ServerLimits(max_body_bytes=MAX_PLAN_BODY_BYTES)
     app = FastAPI(title="taskcodec cloud planner", version="1")
-
-    def check_token(request: Request) -> None:
-        if token is not None and not hmac.compare_digest(
-                request.headers.get("authorization", "").encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token")
+    metrics = Metrics()
+    install_common(app, token=token, metrics=metrics)
 
     @app.get("/health")
-    def health() -> Dict[str, Any]:
+    async def health() -> Dict[str, Any]:
         return {"status": "ok", "planner": planner.describe()}
 
+    @app.get("/metrics")
+    async def get_metrics() -> Dict[str, Any]:
+        return metrics.snapshot()
+
     @app.get("/v1/models")
-    def models(request: Request) -> Dict[str, Any]:
-        check_token(request)
+    async def models() -> Dict[str, Any]:
         return {"models": {n: s.to_json() for n, s in REGISTRY.items()}}
 
-    @app.post("/v1/plan")
+    body_schema = {"type": "object", "required": ["request"], "properties": {
+        "request": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_CHARS}}}
+
+    @app.post("/v1/plan", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": body_schema}}}})
     async def plan(request: Request) -> Any:
-        check_token(request)
-        raw = await request.body()
-        if len(raw) > 16384:
-            return JSONResponse({"detail": "request body over 16 KiB", "error": "BadRequest"},
-                                413)
+        raw = await read_body(request, limits, max_bytes=MAX_PLAN_BODY_BYTES)
         try:
-            text = json.loads(raw)["request"]
-        except (ValueError, KeyError, TypeError):
-            return JSONResponse({"detail": 'expected a JSON object {"request": "<text>"}',
-                                 "error": "BadRequest"}, 422)
-        if not isinstance(text, str) or not 1 <= len(text.strip()) <= 2000:
-            return JSONResponse({"detail": "request must be a string of 1 to 2000 characters",
-                                 "error": "BadRequest"}, 422)
+            doc = loads_json(raw)
+            if not isinstance(doc, dict) or "request" not in doc:
+                raise BadInputError('expected a JSON object {"request": "<text>"}')
+            text = check_text(doc["request"], "request")
+        except BadInputError as exc:
+            return error_response(422, str(exc), "BadRequest")
         try:
             steps = await run_in_threadpool(planner.plan, text)
         except PlanRefused as exc:
-            return JSONResponse({"detail": str(exc), "error": "PlanRefused"}, 422)
+            return error_response(422, str(exc), "PlanRefused")
         except PlanError as exc:
-            return JSONResponse({"detail": str(exc), "error": "PlanError"}, 502)
+            return error_response(502, str(exc), "PlanError")
         return {"plan": steps, "planner": planner.describe()}
 
     return app
@@ -298,10 +314,10 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None) -> Any:
 
 def serve_cloud(host: str = "127.0.0.1", port: int = 8500, *, planner: Optional[Planner] = None,
                 token: Optional[str] = None) -> None:
-    """Build the planner, then serve until interrupted."""
-    import uvicorn
+    """Build the planner, then serve until interrupted (timeouts: see ``docs/pipeline.md``)."""
+    from taskcodec.pipeline.server_common import ServerLimits, serve
 
     planner = planner or default_planner()
+    limits = ServerLimits(max_body_bytes=MAX_PLAN_BODY_BYTES)
     print(f"taskcodec cloud: planner = {planner.describe()}; http://{host}:{port}", flush=True)
-    uvicorn.run(create_cloud_app(planner, token=token), host=host, port=port,
-                log_level="warning", ws="none")
+    serve(create_cloud_app(planner, token=token, limits=limits), host, port, limits)

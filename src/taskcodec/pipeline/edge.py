@@ -12,20 +12,19 @@ Endpoints (JSON replies; no pickle anywhere on the wire):
 
 Bodies larger than ``max_body_bytes`` get 413; a malformed frame or image gets 400 with the
 codec's (or the image decoder's) message, and the server keeps serving. With ``token`` set,
-every endpoint but ``/health`` needs ``Authorization: Bearer <token>``.
+every path but ``/health`` (``/openapi.json``, ``/docs`` and ``/redoc`` included) needs
+``Authorization: Bearer <token>``. Errors, timeouts and metrics: :mod:`.server_common`.
 """
 
 
-import hmac
-import statistics
 import threading
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
 from taskcodec.errors import BadInputError, TaskcodecError
-from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE
+from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE, MAX_REQUEST_CHARS, check_text
 
 __all__ = ["EdgeService", "UnknownModel", "create_edge_app", "serve_edge",
            "DEFAULT_MAX_BODY_BYTES", "FRAME_MEDIA_TYPE"]
@@ -35,39 +34,6 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 class UnknownModel(BadInputError):
     """A request names a model this edge does not serve (HTTP 404)."""
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.started = time.time()
-        self.per: Dict[str, Dict[str, Any]] = {}
-
-    def record(self, endpoint: str, status: int, bytes_in: int, ms: float) -> None:
-        with self._lock:
-            m = self.per.setdefault(endpoint, {"requests": 0, "errors": 0, "bytes_in": 0,
-                                               "latency_ms": []})
-            m["requests"] += 1
-            m["errors"] += int(status >= 400)
-            m["bytes_in"] += bytes_in
-            m["latency_ms"].append(ms)
-            del m["latency_ms"][:-1000]  # keep the last 1000 for the percentiles
-
-    def snapshot(self) -> Dict[str, Any]:
-        with self._lock:
-            out: Dict[str, Any] = {"uptime_s": round(time.time() - self.started, 1),
-                                   "requests": 0, "errors": 0, "bytes_in": 0, "endpoints": {}}
-            for ep, m in self.per.items():
-                lat: List[float] = m["latency_ms"]
-                out["requests"] += m["requests"]
-                out["errors"] += m["errors"]
-                out["bytes_in"] += m["bytes_in"]
-                out["endpoints"][ep] = {
-                    "requests": m["requests"], "errors": m["errors"], "bytes_in": m["bytes_in"],
-                    "latency_ms_p50": round(statistics.median(lat), 2) if lat else None,
-                    "latency_ms_max": round(max(lat), 2) if lat else None,
-                }
-            return out
 
 
 class EdgeService:
@@ -130,7 +96,8 @@ class EdgeService:
         # TableMismatchError.
         c = next((c for c in cal if c.codec.fingerprint == info.fingerprint), cal[0])
         with self.lock:
-            z = decode_feature(c.codec, frame, c.shape)
+            # one answer per request: the frame holds one feature map
+            z = decode_feature(c.codec, frame, c.shape, max_batch=1)
             return rt.answer(rt.tail(z, at))
 
     def infer(self, name: str, image: bytes, task: Optional[str],
@@ -138,10 +105,14 @@ class EdgeService:
         from taskcodec.zoo.images import decode_jpeg
 
         rt = self.runtime(name)
-        photo = decode_jpeg(image)
         task = task or rt.spec.tasks[0]
         if task not in rt.spec.tasks:
             raise BadInputError(f"{name} does {list(rt.spec.tasks)}, not {task!r}")
+        if question is not None:
+            check_text(question, "question", MAX_REQUEST_CHARS)
+        # Large photos are decoded reduced (JPEG DCT scaling, else an integer box reduction),
+        # never below twice the models' 256-pixel resize on the short side.
+        photo = decode_jpeg(image, min_side=512)
         with self.lock:
             x = rt.preprocess(photo)
             if name == "mobilenet_v2":
@@ -150,75 +121,46 @@ class EdgeService:
 
 
 def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
-                    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
-    """The FastAPI application serving ``service``."""
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
+                    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                    limits: Optional[Any] = None) -> Any:
+    """The FastAPI application serving ``service``; ``limits`` (a
+    :class:`~taskcodec.pipeline.server_common.ServerLimits`) overrides ``max_body_bytes``."""
+    from fastapi import FastAPI, Request
 
+    from taskcodec.pipeline.server_common import (
+        Metrics,
+        ServerLimits,
+        error_response,
+        install_common,
+        read_body,
+    )
+
+    limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
     app = FastAPI(title="taskcodec edge", version="1")
-    metrics = _Metrics()
+    metrics = Metrics()
+    install_common(app, token=token, metrics=metrics)
 
-    def check_token(request: Request) -> None:
-        if token is None:
-            return
-        got = request.headers.get("authorization", "")
-        if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    async def read_body(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                raise HTTPException(400, f"bad Content-Length {declared!r}") from None
-            if n > max_body_bytes:
-                raise HTTPException(413, f"body of {n} bytes exceeds the limit of "
-                                         f"{max_body_bytes} bytes")
-        chunks, total = [], 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_body_bytes:
-                raise HTTPException(413, f"body exceeds the limit of {max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        try:
-            n = int(request.headers.get("content-length", "0"))
-        except ValueError:
-            n = 0
-        metrics.record(endpoint, response.status_code, n, (time.perf_counter() - t0) * 1e3)
-        return response
-
-    def failure(exc: Exception) -> JSONResponse:
+    def failure(exc: Exception) -> Any:
         if isinstance(exc, UnknownModel):
-            return JSONResponse({"detail": str(exc), "error": "UnknownModel"}, 404)
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, 400)
+            return error_response(404, str(exc), "UnknownModel")
+        return error_response(400, str(exc), type(exc).__name__)
 
+    # Every handler is async: none waits for a thread-pool slot, so /health and /metrics
+    # answer while inferences queue; the inferences run in the thread pool.
     @app.get("/health")
-    def health() -> Dict[str, Any]:
+    async def health() -> Dict[str, Any]:
         return {"status": "ok", "models": sorted(service.runtimes)}
 
     @app.get("/metrics")
-    def get_metrics(request: Request) -> Dict[str, Any]:
-        check_token(request)
+    async def get_metrics() -> Dict[str, Any]:
         return metrics.snapshot()
 
     @app.get("/v1/models")
-    def models(request: Request) -> Dict[str, Any]:
-        check_token(request)
+    async def models() -> Dict[str, Any]:
         return {"models": service.info}
 
     @app.get("/v1/models/{model}/codecs")
-    def codecs(model: str, request: Request) -> Any:
-        check_token(request)
+    async def codecs(model: str) -> Any:
         try:
             rt = service.runtime(model)
         except UnknownModel as exc:
@@ -228,14 +170,12 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
 
     @app.post("/v1/probe")
     async def probe(request: Request) -> Dict[str, Any]:
-        check_token(request)
-        body = await read_body(request)
+        body = await read_body(request, limits)
         return {"bytes": len(body)}
 
     @app.post("/v1/split/{model}")
     async def split(model: str, at: int, request: Request) -> Any:
-        check_token(request)
-        body = await read_body(request)
+        body = await read_body(request, limits)
         t0 = time.perf_counter()
         try:
             out = await _in_thread(service.split, model, at, body)
@@ -247,8 +187,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
     @app.post("/v1/infer/{model}")
     async def infer(model: str, request: Request, task: Optional[str] = None,
                     question: Optional[str] = None) -> Any:
-        check_token(request)
-        body = await read_body(request)
+        body = await read_body(request, limits)
         t0 = time.perf_counter()
         try:
             out = await _in_thread(service.infer, model, body, task, question)
@@ -272,15 +211,16 @@ def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
                calibrate: bool = True) -> None:
     """Load the models, then serve until interrupted (binds loopback unless told otherwise).
 
-    ``calibrate=False`` skips the codec calibration: the edge then offers no split."""
-    import uvicorn
-
+    ``calibrate=False`` skips the codec calibration: the edge then offers no split.
+    Timeouts and header limits: :class:`~taskcodec.pipeline.server_common.ServerLimits`."""
+    from taskcodec.pipeline.server_common import ServerLimits, serve
     from taskcodec.zoo.runtimes import UNTRAINED_BANNER
 
     service = EdgeService(models, calibrate=calibrate)
     if any(i.get("untrained") for i in service.info.values()):
         print(UNTRAINED_BANNER, flush=True)
-    app = create_edge_app(service, token=token, max_body_bytes=max_body_bytes)
+    limits = ServerLimits(max_body_bytes=max_body_bytes)
+    app = create_edge_app(service, token=token, limits=limits)
     print(f"taskcodec edge: serving {sorted(service.runtimes)} on http://{host}:{port}",
           flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws="none")
+    serve(app, host, port, limits)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional
 
-from taskcodec.errors import PlanError
+from taskcodec.errors import BadInputError, PlanError
 
 __all__ = [
     "FRAME_MEDIA_TYPE",
@@ -36,7 +36,12 @@ __all__ = [
     "PLACEMENTS",
     "DEFAULT_MODELS",
     "PLAN_SCHEMA",
+    "MAX_REQUEST_CHARS",
+    "MAX_PLAN_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "auth_headers",
+    "check_text",
+    "loads_json",
     "validate_plan",
 ]
 
@@ -61,6 +66,16 @@ DEFAULT_MODELS: Dict[str, str] = {"image-classification": "mobilenet_v2",
                                   "visual-question-answering": "blip-tiny"}
 """The model a step runs when the plan names none."""
 
+MAX_REQUEST_CHARS = 2000
+"""The longest request text the cloud plans, and the longest VQA question (``args.text`` of a
+plan step, the edge's ``question``): a VQA step carries the request itself as its question."""
+
+MAX_PLAN_BODY_BYTES = 16 * 1024
+"""The largest ``POST /v1/plan`` body (refused while it is read, never buffered past this)."""
+
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of arrays / objects accepted in JSON from the wire or from an LLM."""
+
 PLAN_SCHEMA: Dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "array",
@@ -81,7 +96,7 @@ PLAN_SCHEMA: Dict[str, Any] = {
                 "required": ["image"],
                 "properties": {
                     "image": {"type": "string", "pattern": r"^(<image>|<resource>-\d+)$"},
-                    "text": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "text": {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_CHARS},
                     "model": {"type": "string"},
                     "placement": {"enum": list(PLACEMENTS)},
                 },
@@ -95,6 +110,51 @@ PLAN_SCHEMA: Dict[str, Any] = {
 def auth_headers(token: Optional[str]) -> Dict[str, str]:
     """The request headers that carry ``token`` (none without a token)."""
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def loads_json(data: Any, *, max_depth: int = MAX_JSON_DEPTH, what: str = "body") -> Any:
+    """``json.loads`` for text from the wire: :class:`~taskcodec.errors.BadInputError` for
+    bytes that are not UTF-8, text that is not JSON, or nesting deeper than ``max_depth``
+    (checked before parsing, so a deep document never reaches the recursive parser)."""
+    import json
+
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"{what} is not UTF-8 (byte {exc.start})") from None
+    depth = deepest = 0
+    for m in _BRACKETS.finditer(_STRING.sub('""', data)):
+        depth += 1 if m.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > max_depth:
+            raise BadInputError(f"{what} nests arrays / objects deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except RecursionError:  # pragma: no cover - the scan above bounds the depth
+        raise BadInputError(f"{what} nests too deeply") from None
+    except ValueError as exc:
+        raise BadInputError(f"{what} is not JSON: {exc}") from None
+
+
+def check_text(text: Any, what: str, max_chars: int = MAX_REQUEST_CHARS) -> str:
+    """``text`` if it is a string of 1 to ``max_chars`` characters (not counting surrounding
+    blanks) that is valid Unicode (no lone surrogate); :class:`BadInputError` otherwise."""
+    if not isinstance(text, str):
+        raise BadInputError(f"{what} must be a string, not {type(text).__name__}")
+    if not 1 <= len(text.strip()) <= max_chars:
+        raise BadInputError(f"{what} must be a string of 1 to {max_chars} characters "
+                            f"(got {len(text.strip())})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadInputError(f"{what} is not valid Unicode text (a lone surrogate at "
+                            f"character {exc.start})") from None
+    return text
 
 
 def validate_plan(plan: Any) -> List[Dict[str, Any]]:

@@ -120,16 +120,21 @@ class CodecCalibration:
         return cls(at, rate, FeatureCodec.from_bytes(blob), shape, mean_bytes, agreement)
 
 
-def decode_feature(codec: Any, frame: bytes, shape: Sequence[int]) -> Any:
-    """Check a split frame's header against the cut's feature ``shape`` ``[C, H, W]`` (at most
-    a batch of 16), then decode it with ``codec``; raises :class:`TaskcodecError` subclasses."""
+def decode_feature(codec: Any, frame: bytes, shape: Sequence[int], *,
+                   max_batch: int = 16) -> Any:
+    """Check a split frame's header against the cut's feature ``shape`` ``[C, H, W]`` and a
+    batch of 1 to ``max_batch`` maps, then decode it with ``codec``; raises
+    :class:`TaskcodecError` subclasses."""
     import taskcodec as tc
 
     expected = tuple(int(s) for s in shape)
     info = tc.read_header(frame, max_symbols=16 * int(np.prod(expected)))
-    if tuple(info.shape[1:]) != expected:
+    if len(info.shape) != len(expected) + 1 or tuple(info.shape[1:]) != expected:
         raise BadInputError(f"frame holds a {list(info.shape)} tensor; this cut expects "
                             f"[N, {', '.join(map(str, expected))}]")
+    if not 1 <= int(info.shape[0]) <= max_batch:
+        raise BadInputError(f"frame holds a batch of {info.shape[0]} feature maps; this "
+                            f"takes 1 to {max_batch}")
     return codec.decompress(frame)
 
 
@@ -292,13 +297,21 @@ class BlipRuntime:
             elif task == "vqa":
                 if not question:
                     raise BadInputError("a VQA request needs a question")
-                ids = self.tokenizer(question, return_tensors="pt").input_ids
+                # The text encoder holds max_position_embeddings tokens: a longer question
+                # is cut there (its end is dropped), and the answer says so.
+                limit = int(self.vqa.config.text_config.max_position_embeddings)
+                ids = self.tokenizer(question, return_tensors="pt", truncation=True,
+                                     max_length=limit).input_ids
+                truncated = len(self.tokenizer(question).input_ids) > limit
                 out = self.vqa.generate(pixel_values=pixel_values, input_ids=ids,
                                         max_new_tokens=6)
             else:
                 raise BadInputError(f"blip-tiny does {self.spec.tasks}, not {task!r}")
         text = self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
-        return {"answer": text, "untrained": self.untrained}
+        reply: Dict[str, Any] = {"answer": text, "untrained": self.untrained}
+        if task == "vqa":
+            reply["question_truncated"] = truncated
+        return reply
 
 
 def load_runtime(name: str) -> Any:
