@@ -374,7 +374,7 @@ def test_c4_plan_body_limit_is_enforced_while_reading(cloud_app):
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["edge_app", "cloud_app"])
 def test_schema_fuzzing_finds_no_server_error(which, request):
-    """Schemathesis over the app's own OpenAPI schema, in process: up to 100 generated
+    """Schemathesis over the app's own OpenAPI schema, in process: up to 1,000 generated
     requests per operation (derandomized: a fixed seed), none may get a 5xx."""
     schemathesis = require("schemathesis")
     from hypothesis import HealthCheck, given, settings
@@ -385,7 +385,7 @@ def test_schema_fuzzing_finds_no_server_error(which, request):
     for result in schema.get_all_operations():
         operation = result.ok()
 
-        @settings(max_examples=100, deadline=None, derandomize=True, database=None,
+        @settings(max_examples=1000, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy())
         def check(case):
