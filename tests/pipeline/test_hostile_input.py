@@ -375,9 +375,11 @@ def test_c4_plan_body_limit_is_enforced_while_reading(cloud_app):
 @pytest.mark.parametrize("which", ["edge_app", "cloud_app"])
 def test_schema_fuzzing_finds_no_server_error(which, request):
     """Schemathesis over the app's own OpenAPI schema, in process: up to 1,000 generated
-    requests per operation (derandomized: a fixed seed), none may get a 5xx."""
+    requests per operation (derandomized: a fixed seed), none may get a 5xx or a body that breaks
+    the declared response schema."""
     schemathesis = require("schemathesis")
     from hypothesis import HealthCheck, given, settings
+    from schemathesis.specs.openapi.checks import response_schema_conformance
 
     app = request.getfixturevalue(which)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH)
@@ -394,6 +396,8 @@ def test_schema_fuzzing_finds_no_server_error(which, request):
                                          case.body, r.status_code, r.text[:300])
             kind = r.headers.get("content-type", [""])
             assert (kind[0] if isinstance(kind, list) else kind).startswith("application/json")
+            # and the body follows the schema the app declares for that status, where it has one
+            case.validate_response(r, checks=[response_schema_conformance])
 
         check()
         ran += 1
