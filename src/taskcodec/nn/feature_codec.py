@@ -11,7 +11,8 @@ exactly. Each :meth:`FeatureCodec.compress` call makes one core frame whose ``me
 ``TCFQ`` block of :mod:`taskcodec.codec.quant` (the steps and zero points, or their digest), so
 a frame is self-describing apart from the tables, which ship once with the model
 (:meth:`FeatureCodec.to_bytes`, :meth:`FeatureCodec.save`). A frame coded with another
-calibration's tables raises :class:`taskcodec.TableMismatchError`.
+calibration's tables raises :class:`taskcodec.TableMismatchError`. With ``transform="task"`` the
+symbols are the components of a tail-weighted decorrelating transform (:mod:`.transforms`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 import taskcodec as tc
+import taskcodec.nn.transforms as _tf
 from taskcodec.codec import quant
 from taskcodec.errors import ArgumentTypeError, CorruptStreamError, TaskcodecError
 
@@ -34,6 +36,8 @@ __all__ = ["FeatureCodec"]
 
 _SAVE_FORMAT = "taskcodec.FeatureCodec"
 _SAVE_VERSION = 1
+_SAVE_VERSION_TRANSFORM = 2  # adds the channel transform (T, T^-1, mean)
+_TF_KEYS = ("transform", "transform_inverse", "transform_mean")
 _MAX_CALIB = 1 << 22  # elements per channel used for the step search and the histograms
 
 
@@ -82,6 +86,7 @@ class FeatureCodec:
         step_per_std: float = float("nan"),
         info: Optional[dict] = None,
         params_in_frame: bool = True,
+        transform: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None,
     ) -> None:
         steps = np.ascontiguousarray(steps, dtype=np.float32).reshape(-1)
         zeros = np.ascontiguousarray(zeros, dtype=np.float32).reshape(-1)
@@ -100,6 +105,8 @@ class FeatureCodec:
         self.step_per_std = float(step_per_std)
         self.info = dict(info or {})
         self.params_in_frame = bool(params_in_frame)
+        # (T, T^-1, mean) or None: the coded symbols are T (x - mean)
+        self.transform = None if transform is None else _tf.check_transform(transform, steps.size)
         self._digest = quant.params_digest(steps, zeros)
         self._meta = quant.params_meta(steps, zeros, in_frame=self.params_in_frame)
 
@@ -118,6 +125,8 @@ class FeatureCodec:
         smoothing: float = 0.5,
         margin: float = 0.25,
         params_in_frame: bool = True,
+        transform: Optional[str] = None,
+        tail: Any = None,
     ) -> "FeatureCodec":
         """Fit steps, zero points and tables on sample activations.
 
@@ -140,11 +149,19 @@ class FeatureCodec:
             params_in_frame: write the steps and zero points (8 bytes per channel) into every
                 frame's ``meta``, so a frame is self-describing; ``False`` writes an 8-byte
                 digest of them instead (for small per-sample frames), checked on decode.
+            transform: ``None`` (per-channel steps) or ``"task"``: code the components of a
+                decorrelating transform weighted by the ``tail``'s sensitivity, one step for
+                all (:mod:`taskcodec.nn.transforms`); the rate and SNR targets then apply to
+                the components, and ``step_per_std`` is in units of their mean deviation.
+            tail: the module that consumes the features (required by ``"task"``), or its
+                Fisher matrix from :func:`taskcodec.nn.transforms.tail_fisher` (reused).
         """
         if bits is not None and snr_db is not None:
             raise TaskcodecError("give a target rate (bits) or a distortion (snr_db), not both")
         if center not in ("zero", "mean"):
             raise TaskcodecError(f"center must be 'zero' or 'mean', got {center!r}")
+        if transform not in (None, "task") or (transform == "task" and tail is None):
+            raise TaskcodecError(f"transform must be None or 'task' (with a tail), got {transform!r}")
         if isinstance(samples, (torch.Tensor, np.ndarray)):
             x = _to_numpy(samples)
         else:
@@ -165,11 +182,17 @@ class FeatureCodec:
         if per_c.shape[1] > _MAX_CALIB:  # a fixed subsample keeps calibration bounded
             keep = np.random.default_rng(0).choice(per_c.shape[1], _MAX_CALIB, replace=False)
             per_c = np.ascontiguousarray(per_c[:, np.sort(keep)])
+        tf = None
+        if transform == "task":
+            tf = _tf.task_transform(per_c, _tf.sensitivity(x, tail, channel_axis=axis))
+            per_c, center = _tf.apply_transform(per_c, tf[0], tf[2], 0), "zero"
         wide = per_c.astype(np.float64)
         mean = wide.mean(axis=1)
         std = wide.std(axis=1)
         zeros = mean if center == "mean" else np.zeros_like(mean)
         dead = std <= 1e-12 * max(float(std.max()), 1e-30)
+        if tf is not None:  # one step for all components, zero point 0
+            std, dead, mean = np.ones_like(std), np.zeros_like(dead), np.zeros_like(mean)
         zeros = np.where(dead, mean, zeros).astype(np.float32)  # constant channels: one symbol, 0
         std_safe = np.where(dead, 1.0, std)
         signal = float((wide**2).mean())
@@ -210,8 +233,10 @@ class FeatureCodec:
             "center": center,
             "precision": int(precision),
         }
+        if tf is not None:
+            info["transform"] = "task"
         return cls(table, steps, zeros, channel_axis=channel_axis, step_per_std=step_per_std,
-                   info=info, params_in_frame=params_in_frame)
+                   info=info, params_in_frame=params_in_frame, transform=tf)
 
     # ------------------------------------------------------------------ coding
     @property
@@ -240,16 +265,23 @@ class FeatureCodec:
             )
         if not np.isfinite(x).all():
             raise TaskcodecError("features contain NaN or infinity")
+        if self.transform is not None:
+            x = _tf.apply_transform(x, self.transform[0], self.transform[2], axis)
         try:
             return quant.quantize(np.ascontiguousarray(x), self.steps, self.zeros, channel_axis=axis)
         except TaskcodecError as e:
             raise TaskcodecError(f"features are too large for this calibration's steps: {e}") from None
 
     def dequantize(self, symbols: Any, axis: Optional[int] = None) -> torch.Tensor:
-        """float32 tensor ``symbols * step + zero`` (channel axis ``axis`` or the codec's)."""
+        """float32 tensor ``symbols * step + zero`` (channel axis ``axis`` or the codec's),
+        mapped back through the inverse transform when the codec has one."""
         q = np.asarray(symbols)
         ax = self._axis(q.ndim) if axis is None else axis
-        return torch.from_numpy(quant.dequantize(q, self.steps, self.zeros, channel_axis=ax))
+        return self._untransform(quant.dequantize(q, self.steps, self.zeros, channel_axis=ax), ax)
+
+    def _untransform(self, y: np.ndarray, axis: int) -> torch.Tensor:
+        tf = self.transform
+        return torch.from_numpy(y if tf is None else _tf.invert_transform(y, tf[1], tf[2], axis % y.ndim))
 
     def bits_per_element(self, features: Any) -> float:
         """Ideal code length of ``features`` under the tables (bits per element, no frame)."""
@@ -290,7 +322,8 @@ class FeatureCodec:
                     "(same tables, different calibration)"
                 )
             steps, zeros = self.steps, self.zeros
-        return torch.from_numpy(quant.dequantize(q, steps, zeros, channel_axis=header.channel_axis))
+        return self._untransform(quant.dequantize(q, steps, zeros, channel_axis=header.channel_axis),
+                                 header.channel_axis)
 
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:
@@ -298,7 +331,7 @@ class FeatureCodec:
         without pickles, the content of :meth:`save`. :meth:`from_bytes` reads it back."""
         header = {
             "format": _SAVE_FORMAT,
-            "version": _SAVE_VERSION,
+            "version": _SAVE_VERSION if self.transform is None else _SAVE_VERSION_TRANSFORM,
             "channel_axis": self.channel_axis,
             "step_per_std": self.step_per_std,
             "fingerprint": f"{self.fingerprint:016x}",
@@ -306,12 +339,14 @@ class FeatureCodec:
             "info": self.info,
         }
         buf = io.BytesIO()
+        extra = {} if self.transform is None else dict(zip(_TF_KEYS, self.transform))
         np.savez(
             buf,
             header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
             table=np.frombuffer(self.table.to_bytes(), dtype=np.uint8),
             steps=self.steps,
             zeros=self.zeros,
+            **extra,
         )
         return buf.getvalue()
 
@@ -323,19 +358,20 @@ class FeatureCodec:
                 header = json.loads(bytes(z["header"]).decode())
                 table = tc.CdfTable.from_bytes(bytes(z["table"]))
                 steps, zeros = np.array(z["steps"]), np.array(z["zeros"])
+                tf = tuple(np.array(z[k]) for k in _TF_KEYS) if _TF_KEYS[0] in z.files else None
             fmt, version = header.get("format"), header.get("version")
         except TaskcodecError:
             raise
         except (KeyError, ValueError, OSError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
             raise TaskcodecError(f"{source} is not a saved FeatureCodec: {e}") from e
-        if fmt != _SAVE_FORMAT or version != _SAVE_VERSION:
+        if fmt != _SAVE_FORMAT or version != (_SAVE_VERSION if tf is None else _SAVE_VERSION_TRANSFORM):
             raise TaskcodecError(f"{source}: expected {_SAVE_FORMAT} v{_SAVE_VERSION}, found {fmt} v{version}")
         if header.get("fingerprint") != f"{table.fingerprint:016x}":
             raise tc.TableMismatchError(f"{source}: the stored tables do not match their fingerprint")
         try:
             return cls(table, steps, zeros, channel_axis=int(header["channel_axis"]),
                        step_per_std=float(header["step_per_std"]), info=header.get("info"),
-                       params_in_frame=bool(header.get("params_in_frame", True)))
+                       params_in_frame=bool(header.get("params_in_frame", True)), transform=tf)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, TaskcodecError):
                 raise

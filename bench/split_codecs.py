@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Split codecs on real photos never calibrated on: MobileNetV2 (ImageNet weights) cut at features.13.
+
+The harness every split codec is measured with. The model is cut with ``tc.split.partition``;
+codecs are calibrated on random resized crops (and mirror images) of the offline photo pool's
+``train`` photos and evaluated on several views of its ``val`` photos (other source packages).
+When the pool is not fetched, scikit-image's bundled photos stand in (calibration:
+``CALIBRATION_PHOTOS``, evaluation: the others), and the JSON says so.
+
+Metrics, against the uncompressed model's softmax p on each evaluation view (no labels): top-1
+agreement on all views; agreement on the views where max p >= 0.5; the teacher-expected
+accuracy loss mean(max p - p[codec's top-1]) in points; top-5 agreement (the uncompressed
+top-1 is among the codec's top 5); mean KL(p || p_codec). Bytes: one frame per image, header
+and checksum included (calibration parameters ship with the model: ``params_in_frame=False``),
+and the ratio to the float16 cut activation. Rows: float16; ``FeatureCodec`` per-channel steps
+at several rates; ``FeatureCodec(transform="task")`` at several rates, its sensitivity the
+Fisher information ("task") or the top class's gradient energy ("task-top"); and the edge-only paths,
+JPEG and WebP of the 224-px network input (the full model runs on the decoded image).
+
+Run:   python bench/split_codecs.py [--out DIR] [--cuts features.13 features.6] [--bits ...]
+       python bench/split_codecs.py --quick          (a smoke run, well under a minute)
+Writes DIR/split_codecs.json and DIR/split_codecs.png and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine, machine_summary  # noqa: E402
+
+import taskcodec as tc  # noqa: E402
+from taskcodec.errors import MissingDataError  # noqa: E402
+from taskcodec.nn.transforms import tail_fisher  # noqa: E402
+from taskcodec.zoo import models, photos, pool  # noqa: E402
+
+CONFIDENT = 0.5
+SKIMAGE_EVAL = photos.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
+                                           "colorwheel", "cell")
+MAX_SIDE = 512  # photos are reduced to this short side before cropping (speed only)
+
+
+def photo_sets(source: str, quick: bool) -> Tuple[str, List[Any], List[Any]]:
+    """(source used, calibration photos, evaluation photos) as ``uint8 [3, H, W]`` tensors."""
+    if source in ("auto", "pool"):
+        try:
+            train, val = pool.photos("train"), pool.photos("val")
+            if quick:
+                train, val = train[::25], val[::15]
+            return "pool", [_chw(pool.load(p)) for p in train], [_chw(pool.load(p)) for p in val]
+        except MissingDataError:
+            if source == "pool":
+                raise
+    train, val = list(photos.CALIBRATION_PHOTOS), list(SKIMAGE_EVAL)
+    if quick:
+        train, val = train[:4], val[:4]
+    return "skimage", [_chw(photos.load_photo(n)) for n in train], [_chw(photos.load_photo(n)) for n in val]
+
+
+def _chw(img: np.ndarray) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    t = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+    if min(t.shape[1:]) > MAX_SIDE:
+        t = TF.resize(t, [MAX_SIDE], antialias=True)
+    return t
+
+
+def random_view(img: torch.Tensor, rng: np.random.Generator, scale: Tuple[float, float]) -> torch.Tensor:
+    """A random resized crop (area fraction in ``scale``, aspect 3/4..4/3) to 224 px, mirrored
+    half of the time."""
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = img.shape[1:]
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+        cw, ch = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
+        if 0 < cw <= w and 0 < ch <= h:
+            break
+    else:
+        ch = cw = min(h, w)
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = TF.resized_crop(img, y, x, ch, cw, [224, 224], antialias=True)
+    return out.flip(-1) if rng.random() < 0.5 else out
+
+
+def eval_views(img: torch.Tensor, n: int, rng: np.random.Generator, prep: Any) -> List[torch.Tensor]:
+    """The model's own centre crop, its mirror image, then random resized crops (35-100 %)."""
+    centre = models.network_input(img, prep)
+    out = [centre, centre.flip(-1)][:n]
+    return out + [random_view(img, rng, (0.35, 1.0)) for _ in range(n - len(out))]
+
+
+def batched(fn: Any, x: torch.Tensor, size: int = 64) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+def compare(p: torch.Tensor, logits: torch.Tensor) -> Dict[str, float]:
+    logp = F.log_softmax(logits.float(), 1)
+    top = logits.argmax(1)
+    same = top == p.argmax(1)
+    conf = p.max(1).values >= CONFIDENT
+    top5 = (logits.topk(5, 1).indices == p.argmax(1, keepdim=True)).any(1)
+    return {"agreement": float(same.float().mean()),
+            "agreement_confident": float(same[conf].float().mean()) if conf.any() else float("nan"),
+            "expected_loss_pt": 100 * float((p.max(1).values - p.gather(1, top[:, None])[:, 0]).mean()),
+            "top5_agreement": float(top5.float().mean()),
+            "kl_mean": float((p * (torch.log(p.clamp_min(1e-30)) - logp)).sum(1).mean())}
+
+
+def image_codec(u8: torch.Tensor, fmt: str, quality: int) -> Tuple[int, torch.Tensor]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(u8.permute(1, 2, 0).numpy()).save(buf, format=fmt, quality=quality)
+    size = buf.tell()
+    buf.seek(0)
+    return size, torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
+
+
+def codec_rows(cut: str, f_cal: torch.Tensor, f_ev: torch.Tensor, tail: Any, p: torch.Tensor,
+               bits: Sequence[float], task_bits: Sequence[float],
+               top_bits: Sequence[float]) -> List[Dict[str, Any]]:
+    f16 = f_ev[0].numel() * 2
+    rows = [{"cut": cut, "method": "float16", "setting": "-", "bytes_per_image": float(f16),
+             "ratio_vs_f16": 1.0, **compare(p, batched(tail, f_ev.half().float()))}]
+    sens: Dict[str, Any] = {"FeatureCodec": (None, 0.0)}
+    for name, rates, target in (("FeatureCodec task", task_bits, "sampled"),
+                                ("FeatureCodec task-top", top_bits, "top")):
+        t0 = time.perf_counter()
+        sens[name] = (tail_fisher(f_cal, tail, target=target) if rates else None,
+                      time.perf_counter() - t0)
+    for name, rates in (("FeatureCodec", bits), ("FeatureCodec task", task_bits),
+                        ("FeatureCodec task-top", top_bits)):
+        matrix, t_sens = sens[name]
+        for b in rates:
+            t0 = time.perf_counter()
+            codec = tc.nn.FeatureCodec.calibrate(
+                f_cal, bits=b, params_in_frame=False,
+                **({} if matrix is None else {"transform": "task", "tail": matrix}))
+            t_cal = time.perf_counter() - t0 + t_sens
+            t0 = time.perf_counter()
+            blobs = [codec.compress(f_ev[i:i + 1]) for i in range(len(f_ev))]
+            t_enc = (time.perf_counter() - t0) / len(f_ev)
+            t0 = time.perf_counter()
+            dec = torch.cat([codec.decompress(b_) for b_ in blobs])
+            t_dec = (time.perf_counter() - t0) / len(f_ev)
+            nbytes = float(np.mean([len(b_) for b_ in blobs]))
+            rows.append({"cut": cut, "method": name, "setting": f"{b:g} bit target",
+                         "bytes_per_image": nbytes, "ratio_vs_f16": f16 / nbytes,
+                         "step_per_std": codec.step_per_std,
+                         "calibration_bits": codec.info["calibration_bits_per_element"],
+                         "calibrate_s": t_cal, "encode_ms": 1e3 * t_enc, "decode_ms": 1e3 * t_dec,
+                         "model_bytes": len(codec.to_bytes()), **compare(p, batched(tail, dec))})
+    return rows
+
+
+def main(argv: Any = None) -> Dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--source", choices=("auto", "pool", "skimage"), default="auto")
+    ap.add_argument("--cuts", nargs="*", default=["features.13"])
+    ap.add_argument("--train-views", type=int, default=2, help="random crops per calibration photo")
+    ap.add_argument("--val-views", type=int, default=4, help="views per evaluation photo")
+    ap.add_argument("--bits", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0],
+                    help="rates of FeatureCodec with per-channel steps (bits/element)")
+    ap.add_argument("--task-bits", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.5, 2.0],
+                    help='rates of transform="task" with the Fisher information (sampled labels)')
+    ap.add_argument("--top-bits", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0],
+                    help='rates of transform="task" with the top class gradient energy')
+    ap.add_argument("--jpeg", type=int, nargs="*", default=[50, 75, 90, 95])
+    ap.add_argument("--webp", type=int, nargs="*", default=[50, 75, 90])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    if args.quick:
+        args.train_views, args.val_views = 2, 2
+        args.bits, args.task_bits, args.top_bits, args.jpeg, args.webp = [1.0], [0.5], [], [75], [75]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    model, prep = models.load_model("mobilenet_v2")
+    source, cal_imgs, ev_imgs = photo_sets(args.source, args.quick)
+    rng = np.random.default_rng(args.seed)
+    cal_u8 = torch.stack([random_view(im, rng, (0.25, 1.0)) for im in cal_imgs for _ in range(args.train_views)])
+    ev_u8 = torch.stack([v for im in ev_imgs for v in eval_views(im, args.val_views, rng, prep)])
+    del cal_imgs, ev_imgs
+    x_cal, x_ev = models.normalize(cal_u8, prep), models.normalize(ev_u8, prep)
+    p = torch.softmax(batched(model, x_ev), 1)
+    rows: List[Dict[str, Any]] = []
+    for cut in args.cuts:
+        head, tail = tc.split.partition(model, cut)
+        f_cal, f_ev = batched(head, x_cal), batched(head, x_ev)  # the cached head activations
+        rows += codec_rows(cut, f_cal, f_ev, tail, p, args.bits, args.task_bits, args.top_bits)
+        print(f"  {cut}: {time.perf_counter() - t_start:.0f} s", flush=True)
+    f16_ref = {r["cut"]: r["bytes_per_image"] for r in rows if r["method"] == "float16"}
+    ref = f16_ref.get("features.13", next(iter(f16_ref.values()), None))
+    for fmt, qualities in (("JPEG", args.jpeg), ("WEBP", args.webp)):
+        for q in qualities:
+            sizes, decs = zip(*(image_codec(u, fmt, q) for u in ev_u8))
+            nbytes = float(np.mean(sizes))
+            rows.append({"cut": "edge-only", "method": "JPEG" if fmt == "JPEG" else "WebP",
+                         "setting": f"quality {q}", "bytes_per_image": nbytes,
+                         "ratio_vs_f16": ref / nbytes if ref else None,
+                         **compare(p, batched(model, models.normalize(torch.stack(decs), prep)))})
+    for r in rows:
+        coded = r["method"].startswith("FeatureCodec")
+        r["meets_brief_target"] = bool(coded and r["agreement"] >= 0.98 and r["ratio_vs_f16"] >= 10)
+        r["meets_design_target"] = bool(coded and r["agreement_confident"] >= 0.99
+                                        and r["expected_loss_pt"] <= 0.5 and r["ratio_vs_f16"] >= 20)
+    machine = describe_machine()
+    n_conf = int((p.max(1).values >= CONFIDENT).sum())
+    result = {
+        "benchmark": "split_codecs",
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "settings": {"model": "mobilenet_v2 (torchvision IMAGENET1K_V1)", "photo_source": source,
+                     "calibration_views": len(cal_u8), "evaluation_views": len(ev_u8),
+                     "train_views_per_photo": args.train_views, "val_views_per_photo": args.val_views,
+                     "confident_views": n_conf, "confident_threshold": CONFIDENT,
+                     "torch_threads": torch.get_num_threads(), "seed": args.seed, "quick": args.quick,
+                     "ratio_of_edge_only_rows": "vs float16 at features.13"},
+        "targets": {"brief": ">= 98 % top-1 agreement at >= 10x fewer bytes than float16",
+                    "design": "expected loss <= 0.5 pt and >= 99 % agreement on confident views "
+                              "at >= 20x fewer bytes than float16"},
+        "rows": rows,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    (args.out / "split_codecs.json").write_text(json.dumps(result, indent=2))
+    plot(rows, args.out / "split_codecs.png")
+    print(f"machine: {machine_summary(machine)}")
+    print(f"MobileNetV2: calibrated on {len(cal_u8)} views of {source} train photos, evaluated on "
+          f"{len(ev_u8)} views of other photos ({n_conf} confident: max p >= {CONFIDENT})")
+    print(table(rows))
+    print(f"wrote {args.out / 'split_codecs.json'} and .png ({result['total_seconds']:.0f} s)")
+    return result
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    hdr = (f"| {'cut':<11} | {'method':<21} | {'setting':<14} | {'B/image':>8} | {'vs f16':>6} | "
+           f"{'agree':>6} | {'confident':>9} | {'exp. loss':>9} | {'top-5':>6} | {'KL':>6} |")
+    lines = [hdr, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = "-" if r["ratio_vs_f16"] is None else f"{r['ratio_vs_f16']:.1f}x"
+        lines.append(f"| {r['cut']:<11} | {r['method']:<21} | {r['setting']:<14} | "
+                     f"{r['bytes_per_image']:>8,.0f} | {ratio:>6} | {100 * r['agreement']:>5.1f}% | "
+                     f"{100 * r['agreement_confident']:>8.1f}% | {r['expected_loss_pt']:>6.2f} pt | "
+                     f"{100 * r['top5_agreement']:>5.1f}% | {r['kl_mean']:>6.3f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: List[Dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    def y(r: Dict[str, Any], key: str) -> float:  # percent; losses floored at 0.01 pt (log axis)
+        return 100 * r[key] if key == "agreement" else max(r[key], 0.01)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    series = dict.fromkeys((r["cut"], r["method"]) for r in rows if r["method"] != "float16")
+    for ax, key, label in ((axes[0], "agreement", "top-1 agreement, all views (%)"),
+                           (axes[1], "expected_loss_pt", "teacher-expected accuracy loss (pt; 0 drawn at 0.01)")):
+        for cut, method in series:
+            pts = sorted((r["bytes_per_image"], y(r, key)) for r in rows if (r["cut"], r["method"]) == (cut, method))
+            style = "^--" if cut == "edge-only" else ("s-" if "task" in method else "o-")
+            ax.plot(*zip(*pts), style, label=method if cut == "edge-only" else f"{method} @ {cut}")
+        for r in rows:
+            if r["method"] == "float16":
+                ax.plot(r["bytes_per_image"], y(r, key), "x", color="grey")
+                ax.axvline(r["bytes_per_image"] / 10, color="grey", ls=":", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("bytes per image (x: float16 cut; dotted: 10x fewer)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].axhline(98, color="grey", ls=":", lw=0.8)
+    axes[1].axhline(0.5, color="grey", ls=":", lw=0.8)
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("MobileNetV2 (ImageNet weights) split, unseen photos: quality vs bytes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
