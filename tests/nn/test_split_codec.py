@@ -1,0 +1,217 @@
+"""tc.nn.SplitCodec on a tiny conv model split in two: step 0 is FeatureCodec, a short
+distillation improves on it, frames round-trip exactly, saved codecs reload bit for bit."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from ci_support import require
+
+torch = require("torch")
+require("compressai")
+require("tqdm")
+
+from torch import nn  # noqa: E402
+
+import taskcodec as tc  # noqa: E402
+from taskcodec.nn.distill import agreement  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def _images(n: int, seed: int) -> torch.Tensor:
+    """Smooth random images (low-frequency noise upsampled), [n, 3, 32, 32]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, 3, 4, 4, generator=g)
+    fine = torch.randn(n, 3, 32, 32, generator=g) * 0.1
+    return nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False) + fine
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    head = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU()).eval()
+    tail = nn.Sequential(nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, 10)).eval()
+    with torch.no_grad():
+        tail[4].weight.mul_(40.0)  # a teacher whose logits are not all alike
+    return head, tail, _images(96, 1)
+
+
+@pytest.fixture(scope="module")
+def step0(model):
+    head, tail, x = model
+    return tc.nn.SplitCodec.fit(head, tail, x, steps=0, at="1", progress=False)
+
+
+@pytest.fixture(scope="module")
+def coarse0(model):
+    head, tail, x = model
+    return tc.nn.SplitCodec.fit(head, tail, x, steps=0, step_per_std=2.0, lam=0.001, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(model):
+    head, tail, x = model
+    return tc.nn.SplitCodec.fit(head, tail, x, lam=0.001, steps=40, warmup=10, batch_size=32,
+                                lr=1e-3, step_per_std=2.0, progress=False, device="cpu")
+
+
+def _teacher(model):
+    head, tail, x = model
+    with torch.no_grad():
+        return tail(head(x))
+
+
+def test_step0_is_the_feature_codec(model, step0):
+    head, tail, x = model
+    with torch.no_grad():
+        acts = head(x)
+        fc = tc.nn.FeatureCodec.calibrate(acts, step_per_std=0.5)
+        ref = tail(fc.decompress(fc.compress(acts)))
+        out = step0.decode(step0.encode(x))
+    assert step0.fingerprint == fc.fingerprint  # same symbols -> same fitted tables
+    np.testing.assert_array_equal(step0.bottleneck.step.numpy(), fc.steps)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    a_sc, a_fc = agreement(_teacher(model), out), agreement(_teacher(model), ref)
+    assert abs(a_sc["agreement"] - a_fc["agreement"]) <= 1 / x.shape[0]
+    assert abs(a_sc["expected_loss_pt"] - a_fc["expected_loss_pt"]) < 0.05
+    assert step0.at == "1" and step0.head is head and step0.tail is tail
+
+
+def test_short_fit_reduces_kl_and_keeps_agreement(model, coarse0, trained):
+    head, tail, x = model
+    teacher = _teacher(model)
+    with torch.no_grad():
+        a0 = agreement(teacher, coarse0(x))
+        a1 = agreement(teacher, trained(x))
+    assert not trained.info["kept_start"]
+    assert a1["kl"] < 0.8 * a0["kl"]
+    assert trained.info["objective"] < coarse0.info["objective"]
+    assert a1["agreement"] >= a0["agreement"] - 1 / x.shape[0]
+    assert len(trained.history) == 40 and [h["phase"] for h in trained.history[9:11]] == [0.0, 1.0]
+    # the frozen halves are unchanged and still trainable by their owner
+    assert all(p.requires_grad for p in tail.parameters())
+
+
+@pytest.mark.parametrize("which", ["step0", "trained"])
+def test_round_trip_is_exact(model, which, request):
+    sc = request.getfixturevalue(which)
+    _, _, x = model
+    xs = x[:5]
+    blob = sc.encode(xs)
+    assert isinstance(blob, bytes) and tc.read_header(blob).fingerprint == sc.fingerprint
+    with torch.no_grad():
+        assert torch.equal(sc.decode(blob), sc(xs))
+        assert torch.equal(sc.decode_features(blob), sc.bottleneck(sc.head(xs))[0])
+
+
+def test_save_load_gives_identical_frames(model, trained, tmp_path):
+    head, tail, x = model
+    path = tmp_path / "codec.npz"
+    trained.save(path)
+    sc2 = tc.nn.SplitCodec.load(path, head=head, tail=tail)
+    assert sc2.fingerprint == trained.fingerprint and sc2.at == trained.at
+    assert sc2.encode(x[:7]) == trained.encode(x[:7])
+    blob = trained.encode(x[:3])
+    assert torch.equal(sc2.decode(blob), trained.decode(blob))
+
+
+def test_damaged_and_foreign_files_raise(model, trained, tmp_path):
+    head, tail, x = model
+    data = bytearray(trained.to_bytes())
+    for i in (len(data) // 3, len(data) // 2, len(data) - 30):
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        with pytest.raises(tc.TaskcodecError):
+            tc.nn.SplitCodec.from_bytes(bytes(bad), head=head, tail=tail)
+    with pytest.raises(tc.TaskcodecError):
+        tc.nn.SplitCodec.from_bytes(bytes(data[: len(data) // 2]), head=head, tail=tail)
+    fc = tc.nn.FeatureCodec.calibrate(torch.randn(4, 12, 8, 8))
+    for foreign in (fc.to_bytes(), b"not a codec", b""):
+        p = tmp_path / "foreign.npz"
+        p.write_bytes(foreign)
+        with pytest.raises(tc.TaskcodecError):
+            tc.nn.SplitCodec.load(p, head=head, tail=tail)
+    with pytest.raises(tc.TaskcodecError):
+        tc.nn.SplitCodec.load(tmp_path / "missing.npz", head=head, tail=tail)
+    other_tail = copy.deepcopy(tail)
+    with torch.no_grad():
+        other_tail[4].bias.add_(1.0)
+    with pytest.raises(tc.ModelMismatch):
+        tc.nn.SplitCodec.from_bytes(bytes(data), head=head, tail=other_tail)
+    sc = tc.nn.SplitCodec.from_bytes(bytes(data), head=head, tail=other_tail, check_model=False)
+    assert sc.fingerprint == trained.fingerprint
+
+
+def test_frame_of_another_codec_raises(model, step0, trained):
+    head, tail, x = model
+    other = tc.nn.SplitCodec.fit(head, tail, x, steps=0, step_per_std=0.3, progress=False)
+    with pytest.raises(tc.TableMismatchError):
+        step0.decode(other.encode(x[:2]))
+    with pytest.raises(tc.TableMismatchError):
+        trained.decode(step0.encode(x[:2]))
+    bad = bytearray(trained.encode(x[:2]))
+    bad[len(bad) // 2] ^= 0xFF
+    with pytest.raises(tc.CorruptStreamError):
+        trained.decode(bytes(bad))
+
+
+def test_checkpoint_resume_continues_from_the_saved_step(model, tmp_path):
+    head, tail, x = model
+    ckpt = tmp_path / "run.pt"
+    kw = dict(lam=0.001, warmup=4, batch_size=16, progress=False, device="cpu",
+              checkpoint=ckpt, checkpoint_every=4)
+    first = tc.nn.SplitCodec.fit(head, tail, x, steps=8, **kw)
+    assert ckpt.is_file() and [h["step"] for h in first.history] == list(range(1, 9))
+    resumed = tc.nn.SplitCodec.fit(head, tail, x, steps=12, **kw)
+    assert [h["step"] for h in resumed.history] == list(range(1, 13))
+    assert resumed.history[:8] == first.history  # the first 8 came from the checkpoint
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 12
+    again = tc.nn.SplitCodec.fit(head, tail, x, steps=12, **kw)  # nothing left to train
+    assert again.history == resumed.history and again.fingerprint == resumed.fingerprint
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(tc.TaskcodecError):
+        tc.nn.SplitCodec.fit(head, tail, x, steps=12, **kw)
+
+
+def test_never_worse_than_the_start(model, step0):
+    """Near-lossless steps leave little to gain: a rough run must not end worse than step 0
+    (same lam as the step0 fixture's default)."""
+    head, tail, x = model
+    sc = tc.nn.SplitCodec.fit(head, tail, x, lam=0.01, steps=12, warmup=2, lr=2e-2,
+                              progress=False, device="cpu")
+    assert sc.info["objective"] <= step0.info["objective"] + 1e-9
+    if sc.info["kept_start"]:
+        assert sc.fingerprint == step0.fingerprint
+        blob = step0.encode(x[:4])
+        assert sc.encode(x[:4]) == blob and torch.equal(sc.decode(blob), step0.decode(blob))
+
+
+def test_selection_on_held_out_views(model):
+    head, tail, x = model
+    val = _images(24, 7)
+    kw = dict(lam=0.001, step_per_std=2.0, progress=False, device="cpu", val_images=val)
+    s0 = tc.nn.SplitCodec.fit(head, tail, x, steps=0, **kw)
+    sc = tc.nn.SplitCodec.fit(head, tail, x, steps=8, warmup=2, **kw)
+    assert s0.info["scored_on"] == sc.info["scored_on"] == "val"
+    assert sc.info["objective"] <= s0.info["objective"] + 1e-9
+    with torch.no_grad():
+        kl = agreement(tail(head(val)), sc(val))["kl"]
+    assert kl == pytest.approx(sc.info["kl"], rel=1e-4, abs=1e-7)
+
+
+def test_iterable_images_and_bad_input(model):
+    head, tail, x = model
+    sc = tc.nn.SplitCodec.fit(head, tail, [(x[:40], None), x[40:]], steps=0, progress=False)
+    assert sc.info["training_views"] == x.shape[0]
+    with pytest.raises(tc.TaskcodecError):
+        tc.nn.SplitCodec.fit(head, tail, [], steps=0, progress=False)
+    with pytest.raises(tc.TaskcodecError):
+        tc.nn.SplitCodec.fit(head, tail, x[0], steps=0, progress=False)
+    with pytest.raises(tc.TaskcodecError):
+        sc.encode_features(torch.zeros(1, 5, 8, 8))
