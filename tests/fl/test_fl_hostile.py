@@ -28,15 +28,7 @@ MODEL = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(4, np.
 NODES = (1, 2, 3, 4)
 
 
-@pytest.fixture(autouse=True)
-def _run_identity():
-    """Messages are made inside a ServerApp, which sets the run's identity; so do we."""
-    task_identity = require("flwr.supercore.task_identity")
-    ident = task_identity.TaskIdentity
-    saved = ident._run_id, ident._node_id, ident._task_id
-    ident.run_id, ident.node_id, ident.task_id = 1, 0, 1
-    yield
-    ident._run_id, ident._node_id, ident._task_id = saved
+pytestmark = pytest.mark.usefixtures("flower_run_identity")
 
 
 class Reply:
