@@ -40,6 +40,7 @@ run -c "import platform, taskcodec; assert platform.machine() == 'aarch64', plat
 print('aarch64 python', platform.python_version(), '- taskcodec', taskcodec.__version__, 'from', taskcodec._core.__file__)"
 if [ $# -eq 0 ]; then
   set -- tests/golden tests/unit/test_reference_decoder.py tests/unit/test_corruption.py \
+    tests/unit/test_corruption_limits.py tests/unit/test_api.py tests/unit/test_api_inputs.py \
     tests/unit/test_table.py tests/property
 fi
 run -m pytest -c "$stage/pytest.ini" --rootdir "$top" -q "$@"

@@ -62,7 +62,8 @@ PYTHONPATH="$site" run -c "import platform, taskcodec as tc; assert platform.mac
 assert tc.__file__.startswith('$site'), tc.__file__; \
 print('aarch64: installed taskcodec', tc.__version__, 'has_cuda', tc.has_cuda())"
 PYTHONPATH="$site" run -m pytest -c "$ini" --rootdir "$top" -q "$top/tests/golden" \
-  "$top/tests/unit/test_api.py" "$top/tests/unit/test_corruption.py" "$top/tests/unit/test_table.py" \
+  "$top/tests/unit/test_api.py" "$top/tests/unit/test_api_inputs.py" \
+  "$top/tests/unit/test_corruption.py" "$top/tests/unit/test_corruption_limits.py" "$top/tests/unit/test_table.py" \
   "$top/tests/unit/test_reference_decoder.py" "$top/tests/property"
 # Cross-platform bytes, both ways: frames made on x86_64 decode on aarch64 and aarch64 encodes
 # the same inputs to the same bytes, and the other way round. The x86_64 side is an x86_64
