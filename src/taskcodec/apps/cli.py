@@ -25,6 +25,7 @@ from typing import Any, List, Optional, Sequence
 import taskcodec as tc
 from taskcodec import _core
 from taskcodec.errors import MissingDataError, TaskcodecError
+from taskcodec.pipeline.protocol import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_REFUSED"]
 
@@ -223,7 +224,7 @@ def _add_pipeline_commands(sub: Any) -> None:
                    help="TCP port to listen on (default: %(default)s)")
     p.add_argument("--models", nargs="+", default=["mobilenet_v2", "blip-tiny"],
                    help="registry models to serve (default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024,
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="answer 413 to request bodies larger than this (default: %(default)s)")
     p.add_argument("--no-split", action="store_true",
                    help="skip the codec calibration (faster start; no split inference)")

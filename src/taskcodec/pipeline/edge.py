@@ -24,12 +24,12 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from taskcodec.errors import BadInputError, TaskcodecError
-from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE, MAX_REQUEST_CHARS, check_text
+from taskcodec.pipeline.protocol import (DEFAULT_MAX_BODY_BYTES, FRAME_MEDIA_TYPE, MAX_REQUEST_CHARS,
+                                         check_text)
 
 __all__ = ["EdgeService", "UnknownModel", "create_edge_app", "serve_edge",
            "DEFAULT_MAX_BODY_BYTES", "FRAME_MEDIA_TYPE"]
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class UnknownModel(BadInputError):

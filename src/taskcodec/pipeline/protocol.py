@@ -38,6 +38,7 @@ __all__ = [
     "PLAN_SCHEMA",
     "MAX_REQUEST_CHARS",
     "MAX_PLAN_BODY_BYTES",
+    "DEFAULT_MAX_BODY_BYTES",
     "MAX_JSON_DEPTH",
     "auth_headers",
     "check_text",
@@ -69,6 +70,9 @@ DEFAULT_MODELS: Dict[str, str] = {"image-classification": "mobilenet_v2",
 MAX_REQUEST_CHARS = 2000
 """The longest request text the cloud plans, and the longest VQA question (``args.text`` of a
 plan step, the edge's ``question``): a VQA step carries the request itself as its question."""
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Default limit of an edge request's body (a frame, an image, a probe), bytes."""
 
 MAX_PLAN_BODY_BYTES = 16 * 1024
 """The largest ``POST /v1/plan`` body (refused while it is read, never buffered past this)."""
