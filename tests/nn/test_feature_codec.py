@@ -20,7 +20,7 @@ def mobilenet_features():
     require("skimage")
     from taskcodec.errors import MissingWeightsError
     from taskcodec.zoo import photos
-    from taskcodec.zoo.weights import ensure_weights
+    from taskcodec.nn.weights import ensure_weights
 
     try:
         ensure_weights()

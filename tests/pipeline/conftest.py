@@ -28,7 +28,7 @@ def _threads():
 @pytest.fixture(scope="session")
 def weights():
     from taskcodec.errors import MissingWeightsError
-    from taskcodec.zoo.weights import ensure_weights
+    from taskcodec.nn.weights import ensure_weights
 
     try:
         return ensure_weights()

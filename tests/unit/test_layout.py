@@ -30,8 +30,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("taskcodec.errors", "taskcodec._core", "taskcodec._tables", "taskcodec._cache"),
     ("taskcodec._device",),
     ("taskcodec.codec", "taskcodec"),  # the top-level package re-exports the codec layer
-    ("taskcodec.nn",),
-    ("taskcodec.split",),
+    ("taskcodec.nn", "taskcodec.split"),  # one model layer: nn's SplitCodec cuts with split.partition
     ("taskcodec.fl",),
     ("taskcodec.zoo",),
     ("taskcodec.pipeline",),

@@ -1,9 +1,9 @@
 """Pretrained models by name, their weights and preprocessing, and the photos to try them on.
 
-* :mod:`~taskcodec.zoo.weights` — :func:`ensure_weights`: torchvision's MobileNetV2 ImageNet
-  checkpoint made loadable offline (:class:`~taskcodec.MissingWeightsError` says how to get it).
-* :mod:`~taskcodec.zoo.models` — :func:`load_model` ``(name) -> (model, preprocessing)``,
-  :func:`network_input`, :func:`normalize`.
+* :mod:`~taskcodec.zoo.models` — :func:`load_model` ``(name) -> (model, preprocessing)``
+  (``mobilenet_v2``, ``efficientnet_lite0``: the networks and their offline weights are
+  :mod:`taskcodec.nn.backbones` and :mod:`taskcodec.nn.weights`), :func:`network_input`,
+  :func:`normalize`.
 * :mod:`~taskcodec.zoo.photos` — :func:`load_photo` (a scikit-image photo name or a file path),
   :func:`calibration_views`, :data:`CALIBRATION_PHOTOS`, :data:`EVALUATION_PHOTOS`.
 * :mod:`~taskcodec.zoo.images` — :func:`encode_jpeg`, :func:`decode_jpeg` (bounded, for bytes
@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("weights", "models", "photos", "images", "runtimes", "pool", "rcc")
+_SUBMODULES = ("models", "photos", "images", "runtimes", "pool", "rcc")
 
 __all__ = list(_SUBMODULES)
 

@@ -1,6 +1,7 @@
 """Pretrained models by name, with the preprocessing they were trained with.
 
     model, prep = load_model("mobilenet_v2")      # torchvision, real ImageNet weights, offline
+    model, prep = load_model("efficientnet_lite0")  # EfficientNet-Lite0 (ImageNet), offline
     x = prep(photo)                               # uint8 [H, W, 3] -> float [1, 3, 224, 224]
     label = prep.categories[int(model(x).argmax())]
 
@@ -17,8 +18,9 @@ from typing import Any, Callable, Dict, Tuple
 import numpy as np
 
 from taskcodec.errors import BadInputError
+from taskcodec.nn.backbones import LITE0_CUT
 
-__all__ = ["Preprocessing", "MODELS", "load_model", "network_input", "normalize"]
+__all__ = ["Preprocessing", "MODELS", "LITE0_CUT", "load_model", "network_input", "normalize"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,20 +62,36 @@ def normalize(u8: Any, prep: Any) -> Any:
 
 
 def _mobilenet_v2() -> Tuple[Any, Preprocessing]:
-    from taskcodec.zoo.weights import ensure_weights
+    from torchvision.models import MobileNet_V2_Weights
 
-    ensure_weights()
-    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+    from taskcodec.nn.backbones import load_backbone
 
     weights = MobileNet_V2_Weights.IMAGENET1K_V1
     preset = weights.transforms()
     prep = Preprocessing(tuple(preset.resize_size), tuple(preset.crop_size),
                          tuple(preset.mean), tuple(preset.std),
                          tuple(weights.meta["categories"]))
-    return mobilenet_v2(weights=weights).eval(), prep
+    return load_backbone("mobilenet_v2"), prep
 
 
-MODELS: Dict[str, Callable[[], Tuple[Any, Preprocessing]]] = {"mobilenet_v2": _mobilenet_v2}
+def _efficientnet_lite0() -> Tuple[Any, Preprocessing]:
+    from torchvision.models import MobileNet_V2_Weights
+
+    from taskcodec.nn.backbones import load_backbone
+
+    model = load_backbone("efficientnet_lite0")
+    # Trained in TensorFlow on (pixel - 127) / 128 (efficientnet_lite_builder.py MEAN_RGB,
+    # STDDEV_RGB), 224 x 224 centre crops (crop_padding 32: resize 256, crop 224). The 1000
+    # outputs are the standard ImageNet class order, as torchvision's.
+    prep = Preprocessing((256,), (224,), (127 / 255,) * 3, (128 / 255,) * 3,
+                         tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]))
+    return model, prep
+
+
+MODELS: Dict[str, Callable[[], Tuple[Any, Preprocessing]]] = {
+    "mobilenet_v2": _mobilenet_v2,
+    "efficientnet_lite0": _efficientnet_lite0,
+}
 """Loaders of the pretrained models, by name."""
 
 
