@@ -215,3 +215,62 @@ def test_iterable_images_and_bad_input(model):
         tc.nn.SplitCodec.fit(head, tail, x[0], steps=0, progress=False)
     with pytest.raises(tc.TaskcodecError):
         sc.encode_features(torch.zeros(1, 5, 8, 8))
+
+
+def test_fit_a_whole_model_at_a_cut_and_load_around_it(model, tmp_path):
+    head, tail, x = model
+    whole = nn.Sequential(*head, *tail).eval()
+    sc = tc.nn.SplitCodec.fit(whole, at="3", images=x, steps=0, progress=False)
+    assert sc.at == "3"
+    ref = tc.nn.SplitCodec.fit(head, tail, x, steps=0, progress=False)
+    blob = sc.encode(x[:3])
+    assert blob == ref.encode(x[:3]) and torch.equal(sc.decode(blob), ref.decode(blob))
+    path = tmp_path / "whole.npz"
+    sc.save(path)
+    again = tc.nn.SplitCodec.load(path, model=whole)  # cut where it was trained
+    assert torch.equal(again.decode(blob), sc.decode(blob))
+    with pytest.raises(tc.TaskcodecError, match="name the cut"):
+        tc.nn.SplitCodec.fit(whole, images=x, steps=0, progress=False)
+    with pytest.raises(tc.TaskcodecError, match="not both"):
+        tc.nn.SplitCodec.load(path, model=whole, head=head, tail=tail)
+    with pytest.raises(tc.TaskcodecError, match="the model"):
+        tc.nn.SplitCodec.load(path)
+
+
+def test_cached_float16_activations_and_density_warmup(model):
+    """fit on activations cached in float16 (as the training script stores them): the rate
+    model alone trains during the density warm-up, so the transforms stay at their start."""
+    head, tail, x = model
+    with torch.no_grad():
+        acts = head(x)
+        cached = (acts.half(), tail(acts).half())
+    sc = tc.nn.SplitCodec.fit(head, tail, cached=cached, steps=6, density_warmup=6, warmup=0,
+                              lam=0.01, lr=1e-2, progress=False, device="cpu")
+    start = tc.nn.SplitCodec.fit(head, tail, cached=cached, steps=0, progress=False)
+    for k, v in start.bottleneck.state_dict().items():
+        if not k.startswith("entropy"):
+            assert torch.equal(v, sc.bottleneck.state_dict()[k]), k
+    bits = [h["bits"] for h in sc.history]
+    assert bits[-1] < bits[0]  # the rate model fitted the start's latents
+    with pytest.raises(tc.TaskcodecError, match="cached"):
+        tc.nn.SplitCodec.fit(head, tail, cached=(acts, tail(acts)[:3]), steps=0, progress=False)
+
+
+def test_task_init_starts_at_the_task_transform(model):
+    """init="task": at step 0 the codec is FeatureCodec(transform="task")'s: same one step,
+    the 1x1 convolutions its transform, so the tail's input matches its dequantized output."""
+    head, tail, x = model
+    sc = tc.nn.SplitCodec.fit(head, tail, x, steps=0, init="task", bits=2.0, progress=False)
+    with torch.no_grad():
+        feats = head(x)
+    fc = tc.nn.FeatureCodec.calibrate(feats, bits=2.0, transform="task", tail=tail)
+    assert np.allclose(sc.bottleneck.step.numpy(), fc.steps)
+    q_sc = sc.bottleneck.symbols(feats)
+    with torch.no_grad():
+        ref = fc.decompress(fc.compress(feats))
+        got = sc.bottleneck.reconstruct(q_sc)
+    # float32 conv vs numpy matmul: a few symbols may round the other way
+    assert float((got - ref).abs().gt(1e-3).float().mean()) < 0.01
+    assert sc.info["init"] == "task"
+    with pytest.raises(tc.TaskcodecError, match="init"):
+        tc.nn.SplitCodec.fit(head, tail, x, steps=0, init="pca", progress=False)

@@ -146,6 +146,7 @@ def distill(
     lam: float,
     steps: int,
     warmup: Optional[int] = None,
+    density_warmup: int = 0,
     batch_size: int = 32,
     lr: float = 1e-4,
     density_lr: float = 1e-2,
@@ -160,7 +161,9 @@ def distill(
 
     Steps ``0 .. warmup-1`` minimize the feature loss (MSE to the activations, per channel
     divided by ``bottleneck.feature_scale``) + ``lam`` · bits per latent element; the rest
-    ``kl_to_teacher + lam · bits``. Each step draws ``batch_size`` cached views at random
+    ``kl_to_teacher + lam · bits``. During the first ``density_warmup`` steps only the rate
+    model is updated (its estimate of the start's bits converges before it steers the
+    transforms). Each step draws ``batch_size`` cached views at random
     (seeded by ``seed`` and the step number, so a resumed run draws what an unbroken one
     would). With ``checkpoint``, the state is written there every ``checkpoint_every`` steps
     and at the end, and a run finds it and continues from its step. The tail's parameters
@@ -202,15 +205,18 @@ def distill(
         for step in bar:
             g = torch.Generator().manual_seed(seed * 1_000_003 + step)
             idx = torch.randint(n, (min(batch_size, n),), generator=g)
-            a = activations[idx].to(dev)
+            a = activations[idx].to(dev).float()  # a float16 cache is widened per batch
             out, bits = bottleneck(a)
             if step < warmup:
                 task = (((out - a) / scale) ** 2).mean()
             else:
-                task = kl_to_teacher(tail(out), teacher[idx].to(dev), temperature)
+                task = kl_to_teacher(tail(out), teacher[idx].to(dev).float(), temperature)
             loss = task + lam * bits
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if step < density_warmup:  # the rate model learns the start's latents first
+                for p in transform:
+                    p.grad = None
             opt.step()
             rec = {"step": step + 1, "phase": float(step >= warmup), "loss": loss.item(),
                    "task": task.item(), "bits": bits.item()}

@@ -37,98 +37,18 @@ from taskcodec.codec import quant
 from taskcodec.errors import CorruptStreamError, ModelMismatch, TaskcodecError
 from taskcodec.nn import distill as _distill
 from taskcodec.nn.feature_codec import FeatureCodec
+from taskcodec.split.partition import partition
+from taskcodec.nn.backbones import load_backbone
+from taskcodec.nn.split_bottleneck import CDF_BUFFERS, SplitBottleneck, deployed_state
 
-__all__ = ["SplitCodec", "SplitBottleneck"]
+__all__ = ["SplitCodec", "SplitBottleneck", "PRETRAINED_DIR"]
+
+PRETRAINED_DIR = Path(__file__).with_name("pretrained")
+"""The trained codecs that ship with the package (``<model name>.npz``; see
+``scripts/train_split_codec.py``)."""
 
 _SAVE_FORMAT = "taskcodec.SplitCodec"
 _SAVE_VERSION = 1
-_CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # EntropyBottleneck's, unused here
-
-
-def _identity_conv(channels: int) -> nn.Conv2d:
-    conv = nn.Conv2d(channels, channels, 1)
-    with torch.no_grad():
-        conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
-        conv.bias.zero_()
-    return conv
-
-
-def _residual(channels: int, hidden: int) -> nn.Sequential:
-    branch = nn.Sequential(nn.Conv2d(channels, hidden, 3, padding=1), nn.GELU(), nn.Conv2d(hidden, channels, 1))
-    nn.init.zeros_(branch[2].weight)
-    nn.init.zeros_(branch[2].bias)
-    return branch
-
-
-class SplitBottleneck(nn.Module):
-    """Identity-initialised encoder → per-channel quantizer → decoder, with a learned density.
-
-    Args:
-        steps, zeros: the quantizer's per-channel steps and zero points (float32 ``[C]``).
-        hidden: width of the residual branches (default ``C``).
-        feature_scale: per-channel scale of the feature loss (default ``steps``).
-    """
-
-    def __init__(self, steps: Any, zeros: Any, *, hidden: Optional[int] = None,
-                 feature_scale: Any = None) -> None:
-        super().__init__()
-        from compressai.entropy_models import EntropyBottleneck
-
-        st = np.ascontiguousarray(steps, dtype=np.float32).reshape(-1)
-        z = np.ascontiguousarray(zeros, dtype=np.float32).reshape(-1)
-        if st.size != z.size or not (np.isfinite(st).all() and (st > 0).all() and np.isfinite(z).all()):
-            raise TaskcodecError("one finite positive step and one finite zero point per channel")
-        c = int(st.size)
-        self.channels = c
-        self.hidden = int(hidden or c)
-        self.enc_lin, self.enc_res = _identity_conv(c), _residual(c, self.hidden)
-        self.dec_lin, self.dec_res = _identity_conv(c), _residual(c, self.hidden)
-        self.entropy = EntropyBottleneck(c)
-        scale = st if feature_scale is None else np.asarray(feature_scale, dtype=np.float32).reshape(-1)
-        self.register_buffer("step", torch.from_numpy(st.copy()))
-        self.register_buffer("inv", torch.from_numpy((np.float32(1.0) / st).astype(np.float32)))  # as quant
-        self.register_buffer("zero", torch.from_numpy(z.copy()))
-        self.register_buffer("feature_scale", torch.from_numpy(np.maximum(scale, 1e-12).astype(np.float32)))
-
-    def density_parameters(self) -> List[nn.Parameter]:
-        return list(self.entropy.parameters())
-
-    def _c(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(1, -1, 1, 1)
-
-    def analysis(self, x: torch.Tensor) -> torch.Tensor:
-        """The latent ``y`` (before quantization) of activations ``x [N, C, H, W]``."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise TaskcodecError(f"expected [N, {self.channels}, H, W] activations, got {tuple(x.shape)}")
-        return self.enc_lin(x) + self.enc_res(x)
-
-    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """The tail's input from a dequantized latent."""
-        return self.dec_lin(y_hat) + self.dec_res(y_hat)
-
-    def forward(self, x: torch.Tensor) -> Any:
-        """``(tail_input, bits_per_element)``: straight-through rounding while training, the
-        coder's exact arithmetic in eval mode (so it equals decoding the frame)."""
-        y = self.analysis(x)
-        u = (y - self._c(self.zero)) * self._c(self.inv)
-        r = torch.round(u)
-        q = u + (r - u).detach() if self.training else r
-        y_hat = q * self._c(self.step) + self._c(self.zero)
-        _, lik = self.entropy(u, training=self.training)
-        bits = -torch.log2(lik).mean()
-        return self.synthesis(y_hat), bits
-
-    @torch.no_grad()
-    def symbols(self, x: torch.Tensor) -> np.ndarray:
-        """int32 symbols of activations ``x`` (the one quantizer, on the CPU)."""
-        y = self.analysis(x.to(self.step.device).float()).float().cpu().contiguous().numpy()
-        return quant.quantize(y, self.step.cpu().numpy(), self.zero.cpu().numpy(), channel_axis=1)
-
-    @torch.no_grad()
-    def reconstruct(self, q: np.ndarray) -> torch.Tensor:
-        """The tail's input from int32 symbols ``q``."""
-        y_hat = quant.dequantize(q, self.step.cpu().numpy(), self.zero.cpu().numpy(), channel_axis=1)
-        return self.synthesis(torch.from_numpy(y_hat).to(self.step.device))
 
 
 def _digest(module_states: List[Dict[str, torch.Tensor]]) -> str:
@@ -137,7 +57,7 @@ def _digest(module_states: List[Dict[str, torch.Tensor]]) -> str:
         for k in sorted(state):
             v = state[k].detach().cpu().contiguous()
             h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
-            h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+            h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()
 
 
@@ -151,7 +71,7 @@ def _coded(bn: SplitBottleneck, tail: nn.Module, acts: torch.Tensor, teacher: Op
         qs.append(q)
         if teacher is not None:
             logits = tail(bn.reconstruct(q).to(dev)).float().cpu()
-            kl += float(_distill.kl_to_teacher(logits, teacher[i : i + 256])) * q.shape[0]
+            kl += float(_distill.kl_to_teacher(logits, teacher[i : i + 256].float())) * q.shape[0]
     return np.concatenate(qs), (kl / acts.shape[0] if teacher is not None else float("nan"))
 
 
@@ -166,10 +86,6 @@ def _tables_and_score(bn: SplitBottleneck, tail: nn.Module, acts: torch.Tensor, 
         q, kl = _coded(bn, tail, held_out[0], held_out[1])
     bits = table.cost_bits(q) / q.size
     return table, {"kl": kl, "bits_per_element": bits, "objective": kl + lam * bits}
-
-
-def _deployed_state(bn: SplitBottleneck) -> Dict[str, torch.Tensor]:
-    return {k: v for k, v in bn.state_dict().items() if k.split(".")[-1] not in _CDF_BUFFERS}
 
 
 class SplitCodec(nn.Module):
@@ -195,14 +111,19 @@ class SplitCodec(nn.Module):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def fit(cls, head: nn.Module, tail: nn.Module, images: Any, *, lam: float = 0.01,
-            steps: int = 2000, at: Any = None, warmup: Optional[int] = None, batch_size: int = 32,
+    def fit(cls, head: nn.Module, tail: Optional[nn.Module] = None, images: Any = None, *, lam: float = 0.01,
+            steps: int = 2000, at: Any = None, warmup: Optional[int] = None,
+            density_warmup: int = 0, batch_size: int = 32,
             lr: float = 1e-4, density_lr: float = 1e-2, temperature: float = 1.0,
             hidden: Optional[int] = None, bits: Optional[float] = None, step_per_std: float = 0.5,
             precision: int = 14, checkpoint: Union[str, Path, None] = None,
             checkpoint_every: int = 100, device: Union[str, torch.device, None] = None,
-            progress: bool = True, seed: int = 0, val_images: Any = None) -> "SplitCodec":
+            progress: bool = True, seed: int = 0, val_images: Any = None,
+            cached: Any = None, val_cached: Any = None, init: str = "channel") -> "SplitCodec":
         """Distill a bottleneck between ``head`` and ``tail`` (frozen) on unlabeled ``images``.
+
+        ``fit(model, at="features.13", images=...)`` cuts a whole model first
+        (:func:`taskcodec.split.partition`); ``fit(head, tail, images)`` takes the halves.
 
         ``images`` is ``[N, 3, H, W]`` or an iterable of such batches (``(images, labels)``
         pairs too: labels are ignored; the uncompressed model is the teacher). The head's
@@ -211,7 +132,8 @@ class SplitCodec(nn.Module):
         ``steps=0`` returns that post-training codec in this form. ``lam`` weighs the
         estimated bits per latent element; ``warmup`` (default ``steps // 5``) steps of feature
         MSE come before the KL. ``checkpoint``: see :func:`taskcodec.nn.distill.distill`.
-        ``device``: default CUDA when available. ``at`` names the cut (kept, not used).
+        ``device``: default CUDA when available. ``at`` names the cut (where the whole model is
+        cut; with a head and a tail it is only recorded).
         ``lr`` (transforms) defaults to 1e-4: the identity start is a good point, and at 1e-3 Adam
         moved the 1×1 identities far enough to lose agreement on unseen photos (docs/features.md).
 
@@ -221,23 +143,50 @@ class SplitCodec(nn.Module):
         (``info["kept_start"]``): a learned codec is never worse than the fallback it began as.
         ``info`` also holds ``kl``, ``bits_per_element`` and ``objective`` of the result.
         ``val_images`` (views never trained on): score there instead (``info["scored_on"]``).
+        ``cached``: ``(activations, teacher_logits)`` already computed with
+        :func:`taskcodec.nn.distill.cache_activations` (float16 is fine); ``images`` is then unused;
+        ``val_cached`` likewise for ``val_images``. ``init="task"`` starts from
+        ``FeatureCodec.calibrate(..., transform="task", tail=tail)`` instead: the 1×1
+        convolutions are its decorrelating transform and its inverse, the steps its one step.
         """
-        acts, teacher = _distill.cache_activations(head, tail, images, device=device)
-        fc = FeatureCodec.calibrate(acts, bits=bits, step_per_std=step_per_std, precision=precision)
+        if tail is None:
+            if at is None:
+                raise TaskcodecError("fit(model, at=...): name the cut, or pass a head and a tail")
+            head, tail = partition(head, at)
+        if cached is None:
+            if images is None:
+                raise TaskcodecError("fit needs images (or cached activations)")
+            acts, teacher = _distill.cache_activations(head, tail, images, device=device)
+        else:
+            acts, teacher = cached
+            if acts.ndim != 4 or teacher.ndim != 2 or acts.shape[0] != teacher.shape[0]:
+                raise TaskcodecError(f"cached: activations [N, C, H, W] and teacher logits [N, K], "
+                                     f"got {tuple(acts.shape)} and {tuple(teacher.shape)}")
+        if init not in ("channel", "task"):
+            raise TaskcodecError(f"init must be 'channel' or 'task', got {init!r}")
+        sample = acts if acts.dtype == torch.float32 else acts[:4096].float()  # calibrate in float32
+        fc = FeatureCodec.calibrate(sample, bits=bits, step_per_std=step_per_std, precision=precision,
+                                    **({"transform": "task", "tail": tail} if init == "task" else {}))
+        scale = (sample.std(dim=(0, 2, 3)).numpy() if init == "task"
+                 else fc.steps / np.float32(fc.step_per_std))  # per-channel std of the activations
         with torch.random.fork_rng(devices=[]):  # seeded init, the caller's generator untouched
             torch.manual_seed(seed)
-            bn = SplitBottleneck(fc.steps, fc.zeros, hidden=hidden,
-                                 feature_scale=fc.steps / np.float32(fc.step_per_std))
+            bn = SplitBottleneck(fc.steps, fc.zeros, hidden=hidden, feature_scale=scale)
+        if init == "task":  # the 1x1 convolutions start as T (x - mean) and T^-1 y + mean
+            bn.set_linear(*fc.transform)
         initial = {k: v.clone() for k, v in bn.state_dict().items()}
         history = _distill.distill(bn, tail, acts, teacher, lam=lam, steps=steps, warmup=warmup,
+                                   density_warmup=density_warmup,
                                    batch_size=batch_size, lr=lr, density_lr=density_lr,
                                    temperature=temperature, checkpoint=checkpoint,
                                    checkpoint_every=checkpoint_every, device=device,
                                    progress=progress, seed=seed)
         bn = bn.cpu().eval()
-        held = None if val_images is None else _distill.cache_activations(head, tail, val_images, device=device)
+        held = val_cached
+        if held is None and val_images is not None:
+            held = _distill.cache_activations(head, tail, val_images, device=device)
         table, score = _tables_and_score(bn, tail, acts, teacher, lam, precision, held)
-        info = {"lam": float(lam), "steps": int(steps), "step_per_std": float(fc.step_per_std),
+        info = {"lam": float(lam), "steps": int(steps), "step_per_std": float(fc.step_per_std), "init": init,
                 "training_views": int(acts.shape[0]), "scored_on": "train" if held is None else "val",
                 "kept_start": steps == 0, **score}
         if steps > 0:  # never worse than the post-training start (on the views scored)
@@ -245,6 +194,7 @@ class SplitCodec(nn.Module):
             start.load_state_dict(initial)
             table0, score0 = _tables_and_score(start.eval(), tail, acts, teacher, lam, precision, held)
             info["kept_start"] = score0["objective"] < score["objective"]
+            info["start"], info["trained"] = score0, score
             if info["kept_start"]:
                 bn, table, info = start, table0, {**info, **score0}
         sc = cls(head, tail, bn, table, at=at, info=info)
@@ -285,6 +235,15 @@ class SplitCodec(nn.Module):
             raise tc.TableMismatchError("the frame was quantized with another codec's steps")
         return self.bottleneck.reconstruct(q)
 
+    def compress(self, features: torch.Tensor) -> bytes:
+        """:meth:`encode_features` under :class:`~taskcodec.nn.FeatureCodec`'s name, so code
+        written for a feature codec (the pipeline's split mode) takes a SplitCodec as it is."""
+        return self.encode_features(features)
+
+    def decompress(self, blob: Any) -> torch.Tensor:
+        """:meth:`decode_features` under :class:`~taskcodec.nn.FeatureCodec`'s name."""
+        return self.decode_features(blob)
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor, *, lanes: Optional[int] = None) -> bytes:
         """Device side: images ``x [N, 3, H, W]`` -> one frame (head + encoder + coder)."""
@@ -323,7 +282,7 @@ class SplitCodec(nn.Module):
     def to_bytes(self) -> bytes:
         """Bottleneck weights, integer tables and fingerprints as an ``.npz`` (no pickle); the
         head and tail are not included (a digest of their weights is)."""
-        state = _deployed_state(self.bottleneck)
+        state = deployed_state(self.bottleneck)
         header = {"format": _SAVE_FORMAT, "version": _SAVE_VERSION, "at": self.at,
                   "channels": self.bottleneck.channels, "hidden": self.bottleneck.hidden,
                   "fingerprint": f"{self.fingerprint:016x}", "weights": _digest([state]),
@@ -336,9 +295,11 @@ class SplitCodec(nn.Module):
         return buf.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: Any, *, head: nn.Module, tail: nn.Module, check_model: bool = True,
+    def from_bytes(cls, data: Any, *, head: Optional[nn.Module] = None, tail: Optional[nn.Module] = None,
+                   model: Optional[nn.Module] = None, check_model: bool = True,
                    source: str = "the data") -> "SplitCodec":
-        """Read :meth:`to_bytes`' output. A damaged or foreign file raises
+        """Read :meth:`to_bytes`' output around ``head`` and ``tail``, or around a whole
+        ``model`` (cut where the codec was trained: ``at``). A damaged or foreign file raises
         :class:`taskcodec.TaskcodecError`; with ``check_model``, a head / tail other than the
         ones it was trained with raises :class:`taskcodec.ModelMismatch`."""
         try:
@@ -355,6 +316,12 @@ class SplitCodec(nn.Module):
             raise TaskcodecError(f"{source}: expected {_SAVE_FORMAT} v{_SAVE_VERSION}, found {fmt} v{version}")
         if header.get("fingerprint") != f"{table.fingerprint:016x}" or header.get("weights") != _digest([state]):
             raise CorruptStreamError(f"{source}: the stored tables or weights do not match their fingerprint")
+        if model is not None:
+            if head is not None or tail is not None:
+                raise TaskcodecError("pass a model or a head and a tail, not both")
+            head, tail = partition(model, header.get("at"))
+        elif head is None or tail is None:
+            raise TaskcodecError("pass the model (or its head and tail) the codec was trained for")
         if check_model and header.get("model") != _digest([head.state_dict(), tail.state_dict()]):
             raise ModelMismatch(f"{source} was trained with another head / tail (weights differ)")
         try:
@@ -362,7 +329,7 @@ class SplitCodec(nn.Module):
             missing, unexpected = bn.load_state_dict(state, strict=False)
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             raise TaskcodecError(f"{source} holds weights of another shape: {e}") from e
-        if unexpected or [k for k in missing if k.split(".")[-1] not in _CDF_BUFFERS]:
+        if unexpected or [k for k in missing if k.split(".")[-1] not in CDF_BUFFERS]:
             raise TaskcodecError(f"{source}: weights missing {missing} / unexpected {unexpected}")
         return cls(head, tail, bn, table, at=header.get("at"), info=header.get("info"))
 
@@ -371,15 +338,39 @@ class SplitCodec(nn.Module):
         Path(path).write_bytes(self.to_bytes())
 
     @classmethod
-    def load(cls, path: Union[str, Path], *, head: nn.Module, tail: nn.Module,
+    def load(cls, path: Union[str, Path], *, head: Optional[nn.Module] = None,
+             tail: Optional[nn.Module] = None, model: Optional[nn.Module] = None,
              check_model: bool = True) -> "SplitCodec":
         """Read a codec written by :meth:`save`, around the model's own ``head`` and ``tail``
-        (the zoo's shipped codecs wrap this with the pretrained model's halves)."""
+        or the whole ``model`` (see :meth:`from_bytes`)."""
         try:
             data = Path(path).read_bytes()
         except OSError as e:
             raise TaskcodecError(f"{path} cannot be read: {e}") from e
-        return cls.from_bytes(data, head=head, tail=tail, check_model=check_model, source=str(path))
+        return cls.from_bytes(data, head=head, tail=tail, model=model, check_model=check_model,
+                              source=str(path))
+
+    @staticmethod
+    def available() -> List[str]:
+        """Names of the models a trained codec ships for (:meth:`pretrained`)."""
+        return sorted(p.stem for p in PRETRAINED_DIR.glob("*.npz"))
+
+    @classmethod
+    def pretrained(cls, name: str, *, model: Optional[nn.Module] = None) -> "SplitCodec":
+        """The codec shipped for pretrained model ``name`` (:meth:`available`), around that
+        model's ImageNet weights (:func:`taskcodec.nn.backbones.load_backbone`, offline), or
+        around ``model`` when given (a copy already loaded: head and tail share its weights).
+
+        Input: ``[N, 3, 224, 224]`` normalized as the model's own preprocessing
+        (``taskcodec.zoo.models.load_model(name)[1]``). Raises :class:`taskcodec.TaskcodecError`
+        for an unknown name, :class:`taskcodec.MissingWeightsError` when the model's weights are
+        not installed, and :class:`taskcodec.ModelMismatch` when they differ from the weights
+        the codec was trained for."""
+        if name not in cls.available():
+            raise TaskcodecError(f"no split codec ships for {name!r}; shipped: {cls.available()}")
+        path = PRETRAINED_DIR / f"{name}.npz"
+        return cls.from_bytes(path.read_bytes(), model=load_backbone(name) if model is None else model,
+                              source=f"the shipped {path.name}")
 
     def __repr__(self) -> str:
         return (f"SplitCodec(at={self.at!r}, channels={self.bottleneck.channels}, "
