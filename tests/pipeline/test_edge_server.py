@@ -55,7 +55,10 @@ def test_health_models_and_codecs(client):
     assert set(models["mobilenet_v2"]["tail_ms"]) == {"6", "10", "13", "16"}
     assert models["blip-tiny"]["untrained"] is True
     codecs = client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]
-    assert len(codecs) == 4 * 3  # every (cut, rate) of the registry
+    assert len(codecs) == 4 * 3 + 1  # every (cut, rate) of the registry + the learned codec
+    learned = [c for c in codecs if c["kind"] == "learned"]
+    assert [(c["at"], c["model"]) for c in learned] == [(13, "mobilenet_v2")]
+    assert "codec" not in learned[0]  # it ships with the package: only its fingerprint travels
     assert all(0.0 <= c["agreement"] <= 1.0 and c["mean_bytes"] > 0 for c in codecs)
     assert client.get("/v1/models/nope/codecs").status_code == 404
 
@@ -197,3 +200,27 @@ def test_bearer_token_and_loopback_default():
     from taskcodec.pipeline.edge import serve_edge
 
     assert inspect.signature(serve_edge).parameters["host"].default == "127.0.0.1"
+
+
+def test_split_with_the_shipped_learned_codec(client, photos):
+    """A device codes the cut-13 features with the shipped SplitCodec (as the edge announces
+    it); the edge decodes them with its own copy; a codec whose tables differ is refused."""
+    import torch
+
+    from taskcodec.errors import ModelMismatch
+    from taskcodec.zoo.runtimes import CodecCalibration, MobileNetRuntime
+
+    entry = next(d for d in client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]
+                 if d["kind"] == "learned")
+    rt = MobileNetRuntime()
+    cal = CodecCalibration.from_json(entry, rt.model)
+    assert cal.label == "learned" and cal.codec.head is not None
+    with torch.inference_mode():
+        frame = cal.codec.compress(rt.head(rt.preprocess(photos["coffee"]), 13))
+    assert len(frame) < cal.shape[0] * cal.shape[1] * cal.shape[2] * 2 / 5  # well under float16
+    r = _split(client, frame, at=13)
+    assert r.status_code == 200 and r.json()["answer"] == "espresso"
+    with pytest.raises(ModelMismatch):
+        CodecCalibration.from_json({**entry, "fingerprint": "0" * 16}, rt.model)
+    with pytest.raises(tc.TaskcodecError):
+        CodecCalibration.from_json({**entry, "kind": "bogus"})

@@ -182,7 +182,8 @@ class DeviceClient:
             for name in self.runtimes:
                 if name in info and info[name].get("cut_points"):
                     codecs = self.http.get_json(f"/v1/models/{name}/codecs")["codecs"]
-                    calibrations[name] = [CodecCalibration.from_json(d) for d in codecs]
+                    own = getattr(self.runtimes[name], "model", None)  # a learned codec shares it
+                    calibrations[name] = [CodecCalibration.from_json(d, own) for d in codecs]
         except TaskcodecError:
             raise
         except (KeyError, TypeError, AttributeError, ValueError) as exc:

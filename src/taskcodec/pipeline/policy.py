@@ -54,10 +54,14 @@ class ModeOption:
     calibration: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     def label(self) -> str:
-        """``edge-only``, ``device-only``, or ``split@<cut>/r<codec step>`` (the calibration's
-        step in channel standard deviations; ``split@<cut>/<bits>b`` without a calibration)."""
+        """``edge-only``, ``device-only``, ``split@<cut>/r<codec step>`` (a FeatureCodec's step in
+        channel standard deviations), ``split@<cut>/learned`` (the shipped SplitCodec), or
+        ``split@<cut>/<bits>b`` without a calibration."""
         if self.mode != "split":
             return self.mode
+        name = getattr(self.calibration, "label", None)  # r<step> or learned
+        if name:
+            return f"split@{self.at}/{name}"
         step = getattr(self.calibration, "rate", None)
         if step is not None:
             return f"split@{self.at}/r{step:g}"
@@ -126,7 +130,8 @@ class Policy:
                     continue
                 n = elements[c.at] = int(np.prod(c.shape))
                 rates.setdefault(c.at, []).append(
-                    CodecRate(8.0 * c.mean_bytes / n, f"r{c.rate:g}", codec=c))
+                    CodecRate(8.0 * c.mean_bytes / n, getattr(c, "label", None) or f"r{c.rate:g}",
+                              codec=c))
         cuts = tuple(
             CutProfile(at, device["head_ms"][at] + device.get("codec_ms", 0.0),
                        edge["tail_ms"][at] * speedup, (1, n), 4 * n, 2 * n, None)

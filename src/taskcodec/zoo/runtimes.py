@@ -4,7 +4,7 @@
 which codec rates, and whether they fit on a device. :func:`load_runtime` builds one:
 
 * ``mobilenet_v2`` — torchvision's MobileNetV2 with its real ImageNet weights (offline, see
-  :func:`taskcodec.zoo.weights.ensure_weights`); classification; cut after ``features.k``.
+  :func:`taskcodec.nn.weights.ensure_weights`); classification; cut after ``features.k``.
 * ``blip-tiny`` — a small BLIP (captioning and VQA) built from a config with **random,
   untrained weights**: the hub's real weights are not available offline, so its answers are
   noise; it exercises the plumbing and the timing only. Every answer it gives is marked
@@ -88,36 +88,66 @@ REGISTRY: Dict[str, ModelSpec] = {
 
 @dataclasses.dataclass
 class CodecCalibration:
-    """The :class:`taskcodec.nn.FeatureCodec` of one (cut, rate), what its frames cost and
-    what they keep on held-out photos."""
+    """The codec of one (cut, rate), what its frames cost and what they keep on held-out
+    photos: a post-training :class:`taskcodec.nn.FeatureCodec` (``kind="feature"``, ``rate``
+    its step in channel standard deviations) or the model's shipped learned
+    :class:`taskcodec.nn.SplitCodec` (``kind="learned"``, ``rate`` None)."""
 
     at: int
-    rate: float  # the codec's step as a multiple of each channel's std
-    codec: Any  # taskcodec.nn.FeatureCodec
+    rate: Optional[float]  # the FeatureCodec's step as a multiple of each channel's std
+    codec: Any  # taskcodec.nn.FeatureCodec or taskcodec.nn.SplitCodec (compress / decompress)
     shape: Tuple[int, ...]  # [C, H, W] of one feature map at this cut
     mean_bytes: float
     agreement: float  # top-1 agreement with the full model on held-out calibration views
+    kind: str = "feature"
+    model: str = ""  # the registry model a learned codec ships for
+
+    @property
+    def label(self) -> str:
+        """``r<step>`` for a FeatureCodec, ``learned`` for the shipped SplitCodec."""
+        return "learned" if self.kind == "learned" else f"r{self.rate:g}"
 
     def to_json(self) -> Dict[str, Any]:
-        """JSON with the codec as base64 of :meth:`FeatureCodec.to_bytes` (no pickle)."""
-        return {"at": self.at, "rate": self.rate, "shape": list(self.shape),
-                "mean_bytes": self.mean_bytes, "agreement": self.agreement,
-                "codec": base64.b64encode(self.codec.to_bytes()).decode("ascii")}
+        """JSON with a FeatureCodec as base64 of its ``to_bytes`` (no pickle); a learned codec
+        by model name and table fingerprint (it ships with the package on both sides)."""
+        d = {"at": self.at, "rate": self.rate, "shape": list(self.shape), "kind": self.kind,
+             "mean_bytes": self.mean_bytes, "agreement": self.agreement}
+        if self.kind == "learned":
+            return {**d, "model": self.model, "fingerprint": f"{self.codec.fingerprint:016x}"}
+        return {**d, "codec": base64.b64encode(self.codec.to_bytes()).decode("ascii")}
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "CodecCalibration":
+    def from_json(cls, d: Dict[str, Any], model: Any = None) -> "CodecCalibration":
         """Inverse of :meth:`to_json`; :class:`~taskcodec.BadInputError` for a malformed
-        entry, the codec's own error for bad codec bytes."""
-        from taskcodec.nn import FeatureCodec
+        entry, the codec's own error for bad codec bytes. A learned codec is this package's
+        shipped one (around ``model``, the caller's copy of the pretrained model, when given);
+        :class:`~taskcodec.ModelMismatch` when its fingerprint is not the one the edge uses."""
+        from taskcodec.errors import ModelMismatch
+        from taskcodec.nn import FeatureCodec, SplitCodec
 
         try:
-            blob = base64.b64decode(d["codec"], validate=True)
-            fields = (int(d["at"]), float(d["rate"]), tuple(int(s) for s in d["shape"]),
-                      float(d["mean_bytes"]), float(d["agreement"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            kind = str(d.get("kind", "feature"))
+            fields = (int(d["at"]), None if kind == "learned" else float(d["rate"]),
+                      tuple(int(s) for s in d["shape"]), float(d["mean_bytes"]),
+                      float(d["agreement"]))
+            if kind == "feature":
+                blob = base64.b64decode(d["codec"], validate=True)
+            elif kind == "learned":
+                name, fingerprint = str(d["model"]), str(d["fingerprint"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInputError(f"not a codec calibration entry: {exc!r}") from None
+        if kind not in ("feature", "learned"):
+            raise BadInputError(f"not a codec calibration entry: unknown codec kind {kind!r}")
         at, rate, shape, mean_bytes, agreement = fields
-        return cls(at, rate, FeatureCodec.from_bytes(blob), shape, mean_bytes, agreement)
+        if kind == "feature":
+            return cls(at, rate, FeatureCodec.from_bytes(blob), shape, mean_bytes, agreement)
+        if name not in SplitCodec.available():
+            raise BadInputError(f"the edge uses a learned {name} codec; none ships here")
+        codec = SplitCodec.pretrained(name, model=model)
+        if f"{codec.fingerprint:016x}" != fingerprint:
+            raise ModelMismatch(f"the edge's learned {name} codec has tables {fingerprint}; this "
+                                f"install ships {codec.fingerprint:016x}: update one side")
+        return cls(at, None, codec, shape, mean_bytes, agreement, "learned", name)
 
 
 def decode_feature(codec: Any, frame: bytes, shape: Sequence[int], *,
@@ -198,10 +228,11 @@ class MobileNetRuntime:
     # ------------------------------------------------------------ calibration, profile
     def calibrate(self, photos: Optional[Sequence[str]] = None) -> None:
         """Fit a :class:`taskcodec.nn.FeatureCodec` per (cut, rate) on half the calibration
-        views; measure its frame size and top-1 agreement on the other half."""
+        views, add the shipped learned :class:`taskcodec.nn.SplitCodec` (key ``(cut,
+        "learned")``); measure each one's frame size and top-1 agreement on the other half."""
         import torch
 
-        from taskcodec.nn import FeatureCodec
+        from taskcodec.nn import FeatureCodec, SplitCodec
         from taskcodec.zoo.models import network_input, normalize
         from taskcodec.zoo.photos import CALIBRATION_PHOTOS, calibration_views, load_photo
 
@@ -215,18 +246,26 @@ class MobileNetRuntime:
         fit, held = x[0::2], x[1::2]
         with torch.inference_mode():
             ref = self.model(held).argmax(1)
+        def measured(codec: Any, f_held: Any, at: int) -> Tuple[Tuple[int, ...], float, float]:
+            sizes, hits = [], 0
+            for i in range(f_held.shape[0]):
+                blob = codec.compress(f_held[i : i + 1])
+                sizes.append(len(blob))
+                hits += int(self.tail(codec.decompress(blob), at).argmax(1)[0] == ref[i])
+            return tuple(int(s) for s in f_held.shape[1:]), float(np.mean(sizes)), hits / f_held.shape[0]
+
         for at in self.spec.cut_points:
             f_fit, f_held = self.head(fit, at), self.head(held, at)
             for rate in self.spec.rates:
                 codec = FeatureCodec.calibrate(f_fit, step_per_std=rate)
-                sizes, hits = [], 0
-                for i in range(f_held.shape[0]):
-                    blob = codec.compress(f_held[i : i + 1])
-                    sizes.append(len(blob))
-                    hits += int(self.tail(codec.decompress(blob), at).argmax(1)[0] == ref[i])
-                self.calibrations[(at, rate)] = CodecCalibration(
-                    at, rate, codec, tuple(int(s) for s in f_fit.shape[1:]),
-                    float(np.mean(sizes)), hits / f_held.shape[0])
+                self.calibrations[(at, rate)] = CodecCalibration(at, rate, codec, *measured(codec, f_held, at))
+        if self.spec.name in SplitCodec.available():  # the shipped learned codec, at its own cut
+            sc = SplitCodec.pretrained(self.spec.name, model=self.model)
+            at = int(str(sc.at).rsplit(".", 1)[-1])
+            if at in self.spec.cut_points:
+                self.calibrations[(at, "learned")] = CodecCalibration(
+                    at, None, sc, *measured(sc, self.head(held, at), at), kind="learned",
+                    model=self.spec.name)
 
     def profile(self, runs: int = 5) -> Any:
         """:func:`taskcodec.split.profile` of the registered cuts on this host (one 224 image)."""
