@@ -27,11 +27,12 @@ torch.set_num_threads(1)
 
 HINTS = {"mobilenet_v2": WEIGHTS_HINT, "efficientnet_lite0": LITE0_HINT}
 CUTS = {"mobilenet_v2": ("features.13", 96), "efficientnet_lite0": ("_blocks.10", 112)}
-# Floors measured on these 16 views with the shipped codecs (see the note in each JSON record),
-# a margin below: top-5 agreement (the uncompressed top-1 among the codec's 5) and the
-# teacher-expected loss in points.
-TOP5_FLOOR = 0.80
-LOSS_CEILING_PT = 8.0
+# Measured on these 16 views with the shipped codecs (both: top-1 agreement 14/16 = 87.5 %,
+# top-5 16/16, teacher-expected loss 0.89 pt (Lite0) / 0.96 pt (MobileNetV2), about 4.0 KB a
+# view); the floors leave a margin of two views / two points.
+AGREEMENT_FLOOR = 0.75
+TOP5_FLOOR = 0.875
+LOSS_CEILING_PT = 3.0
 
 
 def _views(prep) -> torch.Tensor:
@@ -41,7 +42,7 @@ def _views(prep) -> torch.Tensor:
 
     out = []
     for name in ("china.jpg", "flower.jpg"):
-        img = torch.from_numpy(np.ascontiguousarray(load_sample_image(name))).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(load_sample_image(name), dtype=np.uint8)).permute(2, 0, 1)
         h, w = img.shape[1:]
         crops = [models.network_input(img, prep)]
         for (y, x, s) in ((0, 0, 0.6), (0.4, 0.4, 0.6), (0, 0.4, 0.6), (0.2, 0.1, 0.8)):
@@ -86,6 +87,7 @@ def test_round_trip_and_agreement_floor(shipped):
     top5 = (coded.topk(5, 1).indices == teacher.argmax(1, keepdim=True)).any(1).float().mean()
     assert float(top5) >= TOP5_FLOOR, (name, float(top5), ev)
     assert ev["expected_loss_pt"] <= LOSS_CEILING_PT, ev
+    assert ev["agreement"] >= AGREEMENT_FLOOR, ev
 
 
 def test_damaged_and_foreign_artifacts_and_frames(shipped, tmp_path):
