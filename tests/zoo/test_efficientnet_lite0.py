@@ -18,6 +18,7 @@ require("skimage")
 import taskcodec as tc  # noqa: E402
 from taskcodec.errors import MissingWeightsError  # noqa: E402
 from taskcodec.nn import weights  # noqa: E402
+from taskcodec.nn.backbones import LITE0_CUT  # noqa: E402
 from taskcodec.zoo import models, photos  # noqa: E402
 
 torch.set_num_threads(1)
@@ -73,8 +74,8 @@ def test_same_output_as_the_package_forward(lite0, photo_batch) -> None:
 
 def test_partition_round_trip_is_exact(lite0, photo_batch) -> None:
     model, _ = lite0
-    assert models.LITE0_CUT == "_blocks.10"
-    head, tail = tc.split.partition(model, models.LITE0_CUT)
+    assert LITE0_CUT == "_blocks.10"
+    head, tail = tc.split.partition(model, LITE0_CUT)
     with torch.no_grad():
         features = head(photo_batch)
         out = tail(features)

@@ -18,9 +18,8 @@ from typing import Any, Callable, Dict, Tuple
 import numpy as np
 
 from taskcodec.errors import BadInputError
-from taskcodec.nn.backbones import LITE0_CUT
 
-__all__ = ["Preprocessing", "MODELS", "LITE0_CUT", "load_model", "network_input", "normalize"]
+__all__ = ["Preprocessing", "MODELS", "load_model", "network_input", "normalize"]
 
 
 @dataclasses.dataclass(frozen=True)
