@@ -78,6 +78,7 @@ def test_policy_rule_is_the_lowest_expected_latency_above_the_floor():
         def __init__(self, at, rate, mean_bytes, agreement):
             self.at, self.rate, self.mean_bytes, self.agreement = at, rate, mean_bytes, agreement
             self.shape = (32, 28, 28) if at == 6 else (160, 7, 7)
+            self.label = f"r{rate:g}"  # as CodecCalibration.label
 
     cals = [Cal(6, 0.5, 10_000, 1.0), Cal(16, 2.0, 1_000, 0.25)]
     edge = {"full_ms": 20.0, "tail_ms": {6: 10.0, 16: 2.0}}

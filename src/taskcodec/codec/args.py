@@ -9,7 +9,7 @@ import numpy as np
 import taskcodec._core as _core
 from taskcodec.errors import ArgumentTypeError, TaskcodecError
 
-__all__ = ["int_option", "lanes_option", "meta_option", "byte_view"]
+__all__ = ["int_option", "lanes_option", "auto_lanes", "meta_option", "byte_view"]
 
 
 def int_option(value: Any, name: str, lo: int, hi: int) -> int:
@@ -26,6 +26,15 @@ def lanes_option(lanes: Any) -> int:
     lanes = int_option(lanes, "lanes", 1, int(_core.MAX_LANES))
     if lanes & (lanes - 1):
         raise TaskcodecError(f"lanes must be a power of two, got {lanes}")
+    return lanes
+
+
+def auto_lanes(size: int, most: int = 32) -> int:
+    """Lanes for a frame of ``size`` symbols: ``most`` from 1024 · ``most`` symbols up, fewer for
+    small tensors, where each lane's 4-byte flush would dominate (any decoder reads any count)."""
+    lanes = 1
+    while lanes < most and size >= 1024 * lanes:
+        lanes *= 2
     return lanes
 
 

@@ -163,7 +163,7 @@ def distill(
     divided by ``bottleneck.feature_scale``) + ``lam`` · bits per latent element; the rest
     ``kl_to_teacher + lam · bits``. During the first ``density_warmup`` steps only the rate
     model is updated (its estimate of the start's bits converges before it steers the
-    transforms). Each step draws ``batch_size`` cached views at random
+    transforms): the tail does not run, and those records' ``task`` is NaN. Each step draws ``batch_size`` cached views at random
     (seeded by ``seed`` and the step number, so a resumed run draws what an unbroken one
     would). With ``checkpoint``, the state is written there every ``checkpoint_every`` steps
     and at the end, and a run finds it and continues from its step. The tail's parameters
@@ -207,11 +207,13 @@ def distill(
             idx = torch.randint(n, (min(batch_size, n),), generator=g)
             a = activations[idx].to(dev).float()  # a float16 cache is widened per batch
             out, bits = bottleneck(a)
-            if step < warmup:
+            if step < density_warmup:  # only the rate term reaches the rate model: no tail
+                task = torch.full((), float("nan"))
+            elif step < warmup:
                 task = (((out - a) / scale) ** 2).mean()
             else:
                 task = kl_to_teacher(tail(out), teacher[idx].to(dev).float(), temperature)
-            loss = task + lam * bits
+            loss = lam * bits if step < density_warmup else task + lam * bits
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if step < density_warmup:  # the rate model learns the start's latents first

@@ -30,6 +30,7 @@ import torch
 import taskcodec as tc
 import taskcodec.nn.transforms as _tf
 from taskcodec.codec import quant
+from taskcodec.codec.args import auto_lanes
 from taskcodec.errors import ArgumentTypeError, CorruptStreamError, TaskcodecError
 
 __all__ = ["FeatureCodec"]
@@ -296,12 +297,8 @@ class FeatureCodec:
         dominate; any decoder reads any lane count.
         """
         q = self.quantize(features)
-        if lanes is None:
-            lanes = 1
-            while lanes < 32 and q.size >= 1024 * lanes:
-                lanes *= 2
         return tc.encode(q, self.table, channel_axis=self._axis(q.ndim), meta=self._meta,
-                         lanes=lanes, threads=threads)
+                         lanes=auto_lanes(q.size) if lanes is None else lanes, threads=threads)
 
     def decompress(self, blob: Any, *, threads: int = 0) -> torch.Tensor:
         """The dequantized float32 tensor, in the compressed tensor's shape.
@@ -364,8 +361,9 @@ class FeatureCodec:
             raise
         except (KeyError, ValueError, OSError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as e:
             raise TaskcodecError(f"{source} is not a saved FeatureCodec: {e}") from e
-        if fmt != _SAVE_FORMAT or version != (_SAVE_VERSION if tf is None else _SAVE_VERSION_TRANSFORM):
-            raise TaskcodecError(f"{source}: expected {_SAVE_FORMAT} v{_SAVE_VERSION}, found {fmt} v{version}")
+        expected = _SAVE_VERSION if tf is None else _SAVE_VERSION_TRANSFORM
+        if fmt != _SAVE_FORMAT or version != expected:
+            raise TaskcodecError(f"{source}: expected {_SAVE_FORMAT} v{expected}, found {fmt} v{version}")
         if header.get("fingerprint") != f"{table.fingerprint:016x}":
             raise tc.TableMismatchError(f"{source}: the stored tables do not match their fingerprint")
         try:

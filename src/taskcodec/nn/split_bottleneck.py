@@ -12,6 +12,7 @@ from torch import nn
 
 from taskcodec.codec import quant
 from taskcodec.errors import TaskcodecError
+from taskcodec.nn.transforms import check_transform
 
 __all__ = ["SplitBottleneck", "CDF_BUFFERS", "deployed_state"]
 
@@ -69,9 +70,7 @@ class SplitBottleneck(nn.Module):
         """Start the encoder's 1×1 convolution as ``T (x - mean)`` and the decoder's as
         ``T^-1 y + mean`` (a post-training channel transform, e.g. FeatureCodec's "task")."""
         c = self.channels
-        t, t_inv, mu = (torch.as_tensor(np.asarray(a, dtype=np.float32)) for a in (t, t_inv, mean))
-        if t.shape != (c, c) or t_inv.shape != (c, c) or mu.shape != (c,):
-            raise TaskcodecError(f"a channel transform for {c} channels is [C, C], [C, C], [C]")
+        t, t_inv, mu = (torch.from_numpy(a) for a in check_transform((t, t_inv, mean), c))
         self.enc_lin.weight.copy_(t.view(c, c, 1, 1))
         self.enc_lin.bias.copy_(-(t @ mu))
         self.dec_lin.weight.copy_(t_inv.view(c, c, 1, 1))

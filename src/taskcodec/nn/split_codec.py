@@ -34,6 +34,7 @@ from torch import nn
 
 import taskcodec as tc
 from taskcodec.codec import quant
+from taskcodec.codec.args import auto_lanes
 from taskcodec.errors import CorruptStreamError, ModelMismatch, TaskcodecError
 from taskcodec.nn import distill as _distill
 from taskcodec.nn.feature_codec import FeatureCodec
@@ -214,11 +215,8 @@ class SplitCodec(nn.Module):
     def encode_features(self, features: torch.Tensor, *, lanes: Optional[int] = None) -> bytes:
         """One frame for head activations ``features [N, C, H, W]``."""
         q = self.bottleneck.symbols(features)
-        if lanes is None:
-            lanes = 1
-            while lanes < 32 and q.size >= 1024 * lanes:
-                lanes *= 2
-        return tc.encode(q, self.table, channel_axis=1, meta=self._meta, lanes=lanes)
+        return tc.encode(q, self.table, channel_axis=1, meta=self._meta,
+                         lanes=auto_lanes(q.size) if lanes is None else lanes)
 
     @torch.no_grad()
     def decode_features(self, blob: Any) -> torch.Tensor:

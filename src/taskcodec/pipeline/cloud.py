@@ -257,7 +257,8 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None,
     """FastAPI app: ``POST /v1/plan {"request": str}`` → ``{"plan": [...], "planner": str}``;
     422 with the reason for a malformed body, a refused request or an invalid plan; 502 when
     the planner behind failed; ``GET /v1/models``: the registry; ``GET /health``.
-    ``limits``: a :class:`~taskcodec.pipeline.server_common.ServerLimits` (timeouts)."""
+    ``limits``: a :class:`~taskcodec.pipeline.server_common.ServerLimits` (timeouts and the body
+    limit; default: ``MAX_PLAN_BODY_BYTES``)."""
     from fastapi import FastAPI, Request
     from starlette.concurrency import run_in_threadpool
 
@@ -293,7 +294,7 @@ def create_cloud_app(planner: Planner, *, token: Optional[str] = None,
     @app.post("/v1/plan", openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": body_schema}}}})
     async def plan(request: Request) -> Any:
-        raw = await read_body(request, limits, max_bytes=MAX_PLAN_BODY_BYTES)
+        raw = await read_body(request, limits)
         try:
             doc = loads_json(raw)
             if not isinstance(doc, dict) or "request" not in doc:

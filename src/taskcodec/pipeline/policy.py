@@ -59,12 +59,8 @@ class ModeOption:
         ``split@<cut>/<bits>b`` without a calibration."""
         if self.mode != "split":
             return self.mode
-        name = getattr(self.calibration, "label", None)  # r<step> or learned
-        if name:
-            return f"split@{self.at}/{name}"
-        step = getattr(self.calibration, "rate", None)
-        if step is not None:
-            return f"split@{self.at}/r{step:g}"
+        if self.calibration is not None:
+            return f"split@{self.at}/{self.calibration.label}"  # r<step> or learned
         return f"split@{self.at}" + ("" if self.bits is None else f"/{self.bits:.3g}b")
 
     def describe(self) -> str:
@@ -107,7 +103,7 @@ class Policy:
         ``up_kB_s`` / ``down_kB_s``: the link in kB/s (1 kB = 1000 B); ``down_kB_s`` defaults
         to twice ``up_kB_s``. ``edge``: ``{"full_ms", "tail_ms": {cut: ms}}``; ``device``:
         ``{"full_ms", "head_ms": {cut: ms}, "jpeg_ms", "codec_ms"}``; ``calibrations``: objects
-        with ``at, rate, shape, mean_bytes, agreement`` (:class:`taskcodec.zoo.runtimes.
+        with ``at, label, shape, mean_bytes, agreement`` (:class:`taskcodec.zoo.runtimes.
         CodecCalibration`).
         """
         import numpy as np
@@ -130,8 +126,7 @@ class Policy:
                     continue
                 n = elements[c.at] = int(np.prod(c.shape))
                 rates.setdefault(c.at, []).append(
-                    CodecRate(8.0 * c.mean_bytes / n, getattr(c, "label", None) or f"r{c.rate:g}",
-                              codec=c))
+                    CodecRate(8.0 * c.mean_bytes / n, c.label, codec=c))
         cuts = tuple(
             CutProfile(at, device["head_ms"][at] + device.get("codec_ms", 0.0),
                        edge["tail_ms"][at] * speedup, (1, n), 4 * n, 2 * n, None)

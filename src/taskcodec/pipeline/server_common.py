@@ -183,14 +183,13 @@ def install_common(app: Any, *, token: Optional[str], metrics: Metrics) -> None:
     app.add_middleware(_Guard, token=token, metrics=metrics)
 
 
-async def read_body(request: Any, limits: ServerLimits, *,
-                    max_bytes: Optional[int] = None) -> bytes:
-    """The request body, refused with 413 past ``max_bytes`` (on ``Content-Length`` first,
+async def read_body(request: Any, limits: ServerLimits) -> bytes:
+    """The request body, refused with 413 past ``limits.max_body_bytes`` (on ``Content-Length`` first,
     then while streaming: no more than the limit is ever held) and with 408 when it has not
     arrived within ``limits.body_timeout_s``."""
     from fastapi import HTTPException
 
-    limit = limits.max_body_bytes if max_bytes is None else int(max_bytes)
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():

@@ -254,18 +254,18 @@ class MobileNetRuntime:
                 hits += int(self.tail(codec.decompress(blob), at).argmax(1)[0] == ref[i])
             return tuple(int(s) for s in f_held.shape[1:]), float(np.mean(sizes)), hits / f_held.shape[0]
 
+        f_held = {at: self.head(held, at) for at in self.spec.cut_points}
         for at in self.spec.cut_points:
-            f_fit, f_held = self.head(fit, at), self.head(held, at)
+            f_fit = self.head(fit, at)
             for rate in self.spec.rates:
                 codec = FeatureCodec.calibrate(f_fit, step_per_std=rate)
-                self.calibrations[(at, rate)] = CodecCalibration(at, rate, codec, *measured(codec, f_held, at))
+                self.calibrations[(at, rate)] = CodecCalibration(at, rate, codec, *measured(codec, f_held[at], at))
         if self.spec.name in SplitCodec.available():  # the shipped learned codec, at its own cut
             sc = SplitCodec.pretrained(self.spec.name, model=self.model)
-            at = int(str(sc.at).rsplit(".", 1)[-1])
-            if at in self.spec.cut_points:
+            at = next((a for a in self.spec.cut_points if self.cut_name(a) == sc.at), None)
+            if at is not None:
                 self.calibrations[(at, "learned")] = CodecCalibration(
-                    at, None, sc, *measured(sc, self.head(held, at), at), kind="learned",
-                    model=self.spec.name)
+                    at, None, sc, *measured(sc, f_held[at], at), kind="learned", model=self.spec.name)
 
     def profile(self, runs: int = 5) -> Any:
         """:func:`taskcodec.split.profile` of the registered cuts on this host (one 224 image)."""
