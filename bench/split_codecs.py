@@ -17,9 +17,11 @@ at several rates; ``FeatureCodec(transform="task")`` at several rates, its sensi
 Fisher information ("task") or the top class's gradient energy ("task-top"); and the edge-only paths,
 JPEG and WebP of the 224-px network input (the full model runs on the decoded image).
 
-Run:   python bench/split_codecs.py [--out DIR] [--cuts features.13 features.6] [--bits ...]
+Run:   python bench/split_codecs.py [--model NAME] [--out DIR] [--cuts ...] [--bits ...]
        python bench/split_codecs.py --quick          (a smoke run, well under a minute)
-Writes DIR/split_codecs.json and DIR/split_codecs.png and prints the table.
+Writes DIR/split_codecs_<model><suffix>.json and .png and prints the table. The low-rate row of
+docs/features.md: ``--model mobilenet_v2 --no-shipped --learned PATH --bits --task-bits
+--top-bits --jpeg --webp --threads 2 --suffix _lowrate --out docs/bench``.
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
 
 import taskcodec as tc  # noqa: E402
 from taskcodec.errors import MissingDataError  # noqa: E402
+from taskcodec.nn.distill import agreement  # noqa: E402
 from taskcodec.nn.transforms import tail_fisher  # noqa: E402
 from taskcodec.zoo import models, photos, pool  # noqa: E402
+from taskcodec.zoo.photos import random_view  # noqa: E402
 
 CONFIDENT = 0.5
 SKIMAGE_EVAL = photos.EVALUATION_PHOTOS + ("brick", "grass", "gravel", "page", "text", "moon",
@@ -80,25 +83,6 @@ def _chw(img: np.ndarray) -> torch.Tensor:
     return t
 
 
-def random_view(img: torch.Tensor, rng: np.random.Generator, scale: Tuple[float, float]) -> torch.Tensor:
-    """A random resized crop (area fraction in ``scale``, aspect 3/4..4/3) to 224 px, mirrored
-    half of the time."""
-    from torchvision.transforms.v2 import functional as TF
-
-    h, w = img.shape[1:]
-    for _ in range(10):
-        area = h * w * rng.uniform(*scale)
-        aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
-        cw, ch = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
-        if 0 < cw <= w and 0 < ch <= h:
-            break
-    else:
-        ch = cw = min(h, w)
-    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    out = TF.resized_crop(img, y, x, ch, cw, [224, 224], antialias=True)
-    return out.flip(-1) if rng.random() < 0.5 else out
-
-
 def eval_views(img: torch.Tensor, n: int, rng: np.random.Generator, prep: Any) -> List[torch.Tensor]:
     """The model's own centre crop, its mirror image, then random resized crops (35-100 %)."""
     centre = models.network_input(img, prep)
@@ -112,16 +96,13 @@ def batched(fn: Any, x: torch.Tensor, size: int = 64) -> torch.Tensor:
 
 
 def compare(p: torch.Tensor, logits: torch.Tensor) -> Dict[str, float]:
-    logp = F.log_softmax(logits.float(), 1)
-    top = logits.argmax(1)
-    same = top == p.argmax(1)
-    conf = p.max(1).values >= CONFIDENT
+    """:func:`taskcodec.nn.distill.agreement` of ``logits`` against the uncompressed model's
+    softmax ``p`` (its log is a logit vector of ``p``), plus top-5 agreement."""
+    fig = agreement(torch.log(p.clamp_min(1e-30)), logits.float())
     top5 = (logits.topk(5, 1).indices == p.argmax(1, keepdim=True)).any(1)
-    return {"agreement": float(same.float().mean()),
-            "agreement_confident": float(same[conf].float().mean()) if conf.any() else float("nan"),
-            "expected_loss_pt": 100 * float((p.max(1).values - p.gather(1, top[:, None])[:, 0]).mean()),
-            "top5_agreement": float(top5.float().mean()),
-            "kl_mean": float((p * (torch.log(p.clamp_min(1e-30)) - logp)).sum(1).mean())}
+    return {"agreement": fig["agreement"], "agreement_confident": fig["confident_agreement"],
+            "expected_loss_pt": fig["expected_loss_pt"], "top5_agreement": float(top5.float().mean()),
+            "kl_mean": fig["kl"]}
 
 
 def image_codec(u8: torch.Tensor, fmt: str, quality: int) -> Tuple[int, torch.Tensor]:
@@ -216,6 +197,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     ap.add_argument("--learned", type=Path, nargs="*", default=[],
                     help="saved tc.nn.SplitCodec files to measure too (the shipped one always is)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped SplitCodec")
+    ap.add_argument("--suffix", default="", help="appended to the output files' names")
     ap.add_argument("--train-views", type=int, default=2, help="random crops per calibration photo")
     ap.add_argument("--val-views", type=int, default=4, help="views per evaluation photo")
     ap.add_argument("--bits", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0],
@@ -288,7 +270,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
         "rows": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
-    stem = args.out / f"split_codecs_{args.model}"
+    stem = args.out / f"split_codecs_{args.model}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     plot(rows, stem.with_suffix(".png"), MODEL_NAMES[args.model])
     print(f"machine: {machine_summary(machine)}")

@@ -17,7 +17,7 @@ import numpy as np
 from taskcodec.errors import BadInputError, MissingDataError
 
 __all__ = ["CALIBRATION_PHOTOS", "EVALUATION_PHOTOS", "IMAGE_SUFFIXES", "resolve_photo",
-           "load_photo", "calibration_views"]
+           "load_photo", "calibration_views", "random_view"]
 
 CALIBRATION_PHOTOS: Tuple[str, ...] = (
     "hubble_deep_field",
@@ -94,6 +94,27 @@ def load_photo(name_or_path: Union[str, os.PathLike]) -> np.ndarray:
     if img.ndim != 3 or img.shape[2] < 3:
         raise BadInputError(f"photo {what!r} has shape {img.shape}, expected [H, W, 3]")
     return np.ascontiguousarray(img[:, :, :3].astype(np.uint8))
+
+
+def random_view(img: Any, rng: np.random.Generator, scale: Tuple[float, float] = (0.08, 1.0),
+                size: int = 224) -> Any:
+    """A random resized crop of ``uint8 [3, H, W]`` ``img`` to ``size`` px: area fraction drawn
+    from ``scale``, aspect ratio 3/4..4/3 (log-uniform; the whole short side after ten misses),
+    mirrored half of the time; every draw from ``rng``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = img.shape[1:]
+    ch = cw = min(h, w)
+    for _ in range(10):
+        area = h * w * rng.uniform(*scale)
+        aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
+        a, b = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
+        if 0 < a <= w and 0 < b <= h:
+            cw, ch = a, b
+            break
+    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    out = TF.resized_crop(img, y, x, ch, cw, [size, size], antialias=True)
+    return out.flip(-1) if rng.random() < 0.5 else out
 
 
 def calibration_views(photo: np.ndarray, rng: np.random.Generator) -> List[Any]:
