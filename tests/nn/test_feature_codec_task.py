@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -93,8 +94,21 @@ def test_task_round_trip_saved_form_and_frames(setup, tmp_path):
     assert tc.nn.FeatureCodec.load(tmp_path / "task.npz").compress(ev) == blob
     # a codec without the transform cannot pass for it, nor the reverse
     plain = tc.nn.FeatureCodec(codec.table, codec.steps, codec.zeros)
-    with pytest.raises(TaskcodecError):
-        tc.nn.FeatureCodec.from_bytes(plain.to_bytes().replace(b'"version": 1', b'"version": 2'))
+    with pytest.raises(TaskcodecError, match="expected taskcodec.FeatureCodec v1, found"):
+        tc.nn.FeatureCodec.from_bytes(_with_version(plain.to_bytes(), 2))  # v2 without a transform
+    with pytest.raises(TaskcodecError, match="expected taskcodec.FeatureCodec v2, found"):
+        tc.nn.FeatureCodec.from_bytes(_with_version(data, 1))  # a transform under a v1 header
+
+
+def _with_version(data: bytes, version: int) -> bytes:
+    """A valid archive of ``data``'s arrays whose header claims ``version``."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    arrays["header"] = np.frombuffer(json.dumps({**header, "version": version}).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def test_task_beats_per_channel_steps_at_equal_bytes(setup):

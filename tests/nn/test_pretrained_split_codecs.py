@@ -9,6 +9,8 @@ without them the tests skip, except under ``make test`` / CI, where they fail.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from ci_support import LITE0_HINT, WEIGHTS_HINT, missing, require
@@ -81,7 +83,7 @@ def test_round_trip_and_agreement_floor(shipped):
     assert torch.equal(sc.decode(blob), sc(x[:3]))  # the coded path, exactly
     ev = sc.evaluate(x, batch_size=1)  # one frame per view
     f16 = CUTS[name][1] * 14 * 14 * 2
-    assert ev["bytes_per_view"] < f16 / 8, ev  # the shipped codecs code at >= 10x below float16
+    assert ev["bytes_per_view"] < f16 / 8, ev  # measured: 9.3x (MobileNetV2), 10.9x (Lite0)
     with torch.no_grad():
         teacher, coded = model(x), torch.cat([sc.decode(sc.encode(x[i:i + 1])) for i in range(len(x))])
     top5 = (coded.topk(5, 1).indices == teacher.argmax(1, keepdim=True)).any(1).float().mean()
@@ -102,8 +104,13 @@ def test_damaged_and_foreign_artifacts_and_frames(shipped, tmp_path):
     with pytest.raises(tc.TaskcodecError):
         tc.nn.SplitCodec.load(bad, model=model)
     other = "efficientnet_lite0" if name == "mobilenet_v2" else "mobilenet_v2"
-    with pytest.raises(tc.TaskcodecError):  # this model's codec around the other model
+    with pytest.raises(tc.SplitError):  # the other model's codec: its cut is not in this model
         tc.nn.SplitCodec.from_bytes((PRETRAINED_DIR / f"{other}.npz").read_bytes(), model=model)
+    changed = copy.deepcopy(model)  # the same architecture with other weights
+    with torch.no_grad():
+        next(iter(reversed(list(changed.parameters())))).add_(0.01)
+    with pytest.raises(tc.ModelMismatch):
+        tc.nn.SplitCodec.pretrained(name, model=changed)
     with pytest.raises(tc.TaskcodecError, match="no split codec ships"):
         tc.nn.SplitCodec.pretrained("resnet_9000")
     x = _views(prep)[:1]

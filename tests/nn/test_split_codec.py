@@ -4,6 +4,7 @@ distillation improves on it, frames round-trip exactly, saved codecs reload bit 
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 import pytest
@@ -29,6 +30,10 @@ def _images(n: int, seed: int) -> torch.Tensor:
     return nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False) + fine
 
 
+HEAD_STATE: dict = {}  # the halves' weights as the model fixture made them
+TAIL_STATE: dict = {}
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -38,6 +43,8 @@ def model():
                          nn.Flatten(), nn.Linear(16, 10)).eval()
     with torch.no_grad():
         tail[4].weight.mul_(40.0)  # a teacher whose logits are not all alike
+    HEAD_STATE.update({k: v.clone() for k, v in head.state_dict().items()})
+    TAIL_STATE.update({k: v.clone() for k, v in tail.state_dict().items()})
     return head, tail, _images(96, 1)
 
 
@@ -95,6 +102,9 @@ def test_short_fit_reduces_kl_and_keeps_agreement(model, coarse0, trained):
     assert len(trained.history) == 40 and [h["phase"] for h in trained.history[9:11]] == [0.0, 1.0]
     # the frozen halves are unchanged and still trainable by their owner
     assert all(p.requires_grad for p in tail.parameters())
+    for half, before in ((head, HEAD_STATE), (tail, TAIL_STATE)):
+        after = half.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 @pytest.mark.parametrize("which", ["step0", "trained"])
@@ -138,6 +148,15 @@ def test_damaged_and_foreign_files_raise(model, trained, tmp_path):
             tc.nn.SplitCodec.load(p, head=head, tail=tail)
     with pytest.raises(tc.TaskcodecError):
         tc.nn.SplitCodec.load(tmp_path / "missing.npz", head=head, tail=tail)
+    # a well-formed archive whose weights differ from their digest (the byte flips above are
+    # caught by the zip layer already)
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+        arrays = {k: np.array(z[k]) for k in z.files}
+    arrays["w:dec_res.2.bias"] = arrays["w:dec_res.2.bias"] + np.float32(1.0)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(tc.CorruptStreamError, match="do not match their fingerprint"):
+        tc.nn.SplitCodec.from_bytes(buf.getvalue(), head=head, tail=tail)
     other_tail = copy.deepcopy(tail)
     with torch.no_grad():
         other_tail[4].bias.add_(1.0)
@@ -252,6 +271,7 @@ def test_cached_float16_activations_and_density_warmup(model):
             assert torch.equal(v, sc.bottleneck.state_dict()[k]), k
     bits = [h["bits"] for h in sc.history]
     assert bits[-1] < bits[0]  # the rate model fitted the start's latents
+    assert all(np.isnan(h["task"]) for h in sc.history)  # the tail did not run
     with pytest.raises(tc.TaskcodecError, match="cached"):
         tc.nn.SplitCodec.fit(head, tail, cached=(acts, tail(acts)[:3]), steps=0, progress=False)
 

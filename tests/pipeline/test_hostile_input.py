@@ -308,10 +308,25 @@ def test_e6_health_never_waits_for_inference_and_bodies_hold_no_address(edge_app
     for route in edge_app.routes:
         if getattr(route, "path", "") in ("/health", "/metrics"):
             assert inspect.iscoroutinefunction(route.endpoint), route.path
-    with service.lock:  # an inference holds the models
-        t0 = time.perf_counter()
-        assert edge.get("/health").status_code == 200
-        assert time.perf_counter() - t0 < 1.0
+    from taskcodec.zoo.images import encode_jpeg
+    from taskcodec.zoo.photos import load_photo
+
+    jpeg = encode_jpeg(load_photo("coffee"))
+    answers = []
+    with service.lock:  # an inference holds the models; a second one waits for them
+        waiting = threading.Thread(target=lambda: answers.append(
+            edge.post("/v1/infer/mobilenet_v2", content=jpeg).status_code))
+        waiting.start()
+        time.sleep(0.5)
+        assert waiting.is_alive()  # the request is queued behind the lock
+        health = []  # asked from a thread, so a /health that waited for the lock fails here
+        asking = threading.Thread(target=lambda: health.append(edge.get("/health").status_code),
+                                  daemon=True)
+        asking.start()
+        asking.join(1.0)
+        assert health == [200]
+    waiting.join(60)
+    assert answers == [200]  # and is served once the models are free
     assert not service.lock.locked()
     r = edge.post("/v1/infer/mobilenet_v2", content=b"\x00garbage, not an image")
     _assert_json_error(r, 400, "not a readable image")

@@ -166,6 +166,16 @@ def test_imports_point_down_the_layers() -> None:
     assert not wrong, "imports that point up the layers:\n" + "\n".join(wrong)
 
 
+def test_split_imports_nothing_from_nn() -> None:
+    """nn and split share a layer, but only one way: nn's SplitCodec cuts with split.partition,
+    split never needs a codec."""
+    wrong = [f"{m}:{line} imports {target}" for m in MODULES
+             if m == "taskcodec.split" or m.startswith("taskcodec.split.")
+             for target, line in _imports(m)
+             if target == "taskcodec.nn" or target.startswith("taskcodec.nn.")]
+    assert not wrong, "split imports nn:\n" + "\n".join(wrong)
+
+
 def test_only_the_device_module_touches_torch_below_nn() -> None:
     wrong = []
     for m in MODULES:
