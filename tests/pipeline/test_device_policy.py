@@ -11,7 +11,7 @@ import pytest
 import taskcodec as tc
 from taskcodec.pipeline.device import DeviceClient
 from taskcodec.pipeline.policy import ModeOption, Policy
-from taskcodec.zoo.runtimes import UNTRAINED_BANNER
+from taskcodec.zoo import scenes
 
 from conftest import SERVER_ENV
 
@@ -35,11 +35,16 @@ def test_each_mode_answers(device, photos):
     # Measured: JPEG 72,326 B; best split frame 2-10 kB depending on the chosen cut/rate.
     assert res["split"].bytes_up * 5 < res["edge-only"].bytes_up
     assert res["split"].option.agreement >= device.policy.accuracy_floor
-    cap = device.run("caption", "blip-tiny", photos["astronaut"])
-    assert cap.ok and cap.mode == "edge-only" and cap.untrained
-    assert "UNTRAINED" in UNTRAINED_BANNER
-    vqa = device.run("vqa", "blip-tiny", photos["astronaut"], question="is he smiling?")
-    assert vqa.ok and vqa.mode == "edge-only" and isinstance(vqa.answer, str)
+    scene = scenes.scene(0, "test", 1)
+    name = f"{scene.objects[0].colour} {scene.objects[0].shape}"
+    for mode in ("edge-only", "split"):  # the device runs the vision head, never all of BLIP
+        cap = device.run("caption", "scenes-blip", scene.image, mode=mode)
+        assert cap.ok and cap.mode == mode and name in cap.answer, (cap.error, cap.answer)
+        vqa = device.run("vqa", "scenes-blip", scene.image, mode=mode,
+                         question="what colour is the largest object?")
+        assert vqa.ok and vqa.answer == scene.objects[0].colour, (vqa.error, vqa.answer)
+    assert vqa.bytes_up * 8 < 65 * 128 * 2  # a coded token map, not a float16 one
+    assert not device.run("caption", "scenes-blip", scene.image, mode="device-only").ok
     assert not device.run("caption", "mobilenet_v2", coffee).ok
 
 
@@ -133,7 +138,7 @@ def test_killing_the_edge_mid_run_falls_back_to_the_device(tmp_path, weights, ph
             assert "answered on the device" in second.fallback
             third = dev.run("classify", "mobilenet_v2", photos["chelsea"])  # policy, no edge
             assert third.ok and third.mode == "device-only"
-            blip = dev.run("caption", "blip-tiny", photos["astronaut"])
+            blip = dev.run("caption", "scenes-blip", scenes.scene(0, "test", 1).image)
             assert not blip.ok and blip.answer is None
             assert "does not fit on the device" in blip.error or "no way" in blip.error
     finally:
@@ -156,7 +161,7 @@ def test_an_edge_that_hangs_times_out_into_the_fallback(weights, photos):
         hung.close()
 
 
-def test_device_cli_against_the_edge(edge, capsys):
+def test_device_cli_against_the_edge(edge, capsys, tmp_path):
     from taskcodec.apps import cli
 
     rc = cli.main(["device", "--edge", edge.url, "--image", "coffee", "--mode", "split",
@@ -164,10 +169,16 @@ def test_device_cli_against_the_edge(edge, capsys):
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "mode split@" in out and "-> espresso" in out and "policy:" in out
-    rc = cli.main(["device", "--edge", edge.url, "--image", "astronaut", "--task",
-                   "visual-question-answering", "--request", "is he smiling?"])
+    from PIL import Image
+
+    scene = scenes.scene(0, "test", 1)
+    Image.fromarray(scene.image).save(tmp_path / "scene.png")
+    rc = cli.main(["device", "--edge", edge.url, "--image", str(tmp_path / "scene.png"), "--task",
+                   "visual-question-answering", "--request", "what colour is the largest object?",
+                   "--up-kB-s", "100"])
     out = capsys.readouterr().out
-    assert rc == 0 and "UNTRAINED WEIGHTS" in out and "vqa (blip-tiny): mode edge-only" in out
+    assert rc == 0, out
+    assert "vqa (scenes-blip): mode split@" in out and f"-> {scene.objects[0].colour}" in out
 
 
 class _Served:

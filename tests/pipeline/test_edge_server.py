@@ -10,6 +10,7 @@ import pytest
 
 import taskcodec as tc
 from taskcodec.pipeline.protocol import FRAME_MEDIA_TYPE
+from taskcodec.zoo import scenes
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +51,13 @@ def _split(client, body, at=16):
 
 def test_health_models_and_codecs(client):
     h = client.get("/health").json()
-    assert h == {"status": "ok", "models": ["blip-tiny", "mobilenet_v2"]}
+    assert h == {"status": "ok", "models": ["mobilenet_v2", "scenes-blip"]}
     models = client.get("/v1/models").json()["models"]
     assert set(models["mobilenet_v2"]["tail_ms"]) == {"6", "10", "13", "16"}
-    assert models["blip-tiny"]["untrained"] is True
+    assert set(models["scenes-blip"]["tail_ms"]) == {"1", "2", "4"}
+    blip = client.get("/v1/models/scenes-blip/codecs").json()["codecs"]
+    assert sorted((c["at"], c["rate"]) for c in blip) == [(a, r) for a in (1, 2, 4) for r in (0.5, 1.0, 2.0)]
+    assert all(c["shape"] == [65, 128] and c["mean_bytes"] < 65 * 128 * 2 for c in blip)
     codecs = client.get("/v1/models/mobilenet_v2/codecs").json()["codecs"]
     assert len(codecs) == 4 * 3 + 1  # every (cut, rate) of the registry + the learned codec
     learned = [c for c in codecs if c["kind"] == "learned"]
@@ -72,10 +76,39 @@ def test_split_and_full_inference(client, good_frame, photos):
     r = client.post("/v1/infer/mobilenet_v2", content=encode_jpeg(photos["coffee"]),
                     headers={"Content-Type": "image/jpeg"})
     assert r.status_code == 200 and r.json()["answer"] == "espresso"
-    r = client.post("/v1/infer/blip-tiny", params={"task": "vqa", "question": "is it hot?"},
-                    content=encode_jpeg(photos["coffee"]))
-    assert r.status_code == 200 and r.json()["untrained"] is True
-    assert isinstance(r.json()["answer"], str)
+    scene = scenes.scene(0, "test", 1)
+    question = "what colour is the largest object?"
+    r = client.post("/v1/infer/scenes-blip", params={"task": "vqa", "question": question},
+                    content=encode_jpeg(scene.image))
+    assert r.status_code == 200 and r.json()["answer"] == scene.objects[0].colour
+
+
+def test_split_vqa_and_caption_from_a_token_map(client):
+    """A device-side token map of a scene, coded with the edge's codec, gets the edge's
+    answer and caption; the same frame with another task or no question is refused."""
+    from taskcodec.zoo.runtimes import CodecCalibration
+    from taskcodec.zoo.scene_runtime import SceneBlipRuntime
+
+    cals = [CodecCalibration.from_json(d)
+            for d in client.get("/v1/models/scenes-blip/codecs").json()["codecs"]]
+    cal = next(c for c in cals if c.at == 4 and c.rate == 1.0)
+    rt = SceneBlipRuntime()
+    scene = scenes.scene(0, "test", 1)
+    frame = cal.codec.compress(rt.head(rt.preprocess(scene.image), 4))
+    assert len(frame) < 65 * 128 * 2 / 8
+    question = "what colour is the largest object?"
+    r = client.post("/v1/split/scenes-blip", params={"at": 4, "task": "vqa", "question": question},
+                    content=frame, headers={"Content-Type": FRAME_MEDIA_TYPE})
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"] == scene.objects[0].colour
+    r = client.post("/v1/split/scenes-blip", params={"at": 4, "task": "caption"}, content=frame,
+                    headers={"Content-Type": FRAME_MEDIA_TYPE})
+    assert r.status_code == 200 and f"{scene.objects[0].colour} {scene.objects[0].shape}" in r.json()["answer"]
+    for params, words in (({"at": 4, "task": "vqa"}, "question"), ({"at": 4, "task": "classify"}, "not 'classify'"),
+                          ({"at": 3, "task": "caption"}, "no split at cut 3")):
+        r = client.post("/v1/split/scenes-blip", params=params, content=frame,
+                        headers={"Content-Type": FRAME_MEDIA_TYPE})
+        assert r.status_code == 400 and words in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize(
@@ -130,7 +163,7 @@ def test_bad_images_get_400(client, photos):
         assert "image" in r.json()["detail"].lower()
     r = client.post("/v1/infer/mobilenet_v2", params={"task": "caption"}, content=jpeg)
     assert r.status_code == 400 and "not 'caption'" in r.json()["detail"]
-    r = client.post("/v1/infer/blip-tiny", params={"task": "vqa"}, content=jpeg)
+    r = client.post("/v1/infer/scenes-blip", params={"task": "vqa"}, content=jpeg)
     assert r.status_code == 400 and "question" in r.json()["detail"]
     assert client.post("/v1/infer/unknown", content=jpeg).status_code == 404
     assert client.post("/v1/infer/mobilenet_v2", content=jpeg).json()["answer"] == \

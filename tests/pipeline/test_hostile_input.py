@@ -92,7 +92,8 @@ def service(weights):
 
     from taskcodec.nn import FeatureCodec
     from taskcodec.zoo.photos import load_photo
-    from taskcodec.zoo.runtimes import BlipRuntime, CodecCalibration, MobileNetRuntime
+    from taskcodec.zoo.runtimes import CodecCalibration, MobileNetRuntime
+    from taskcodec.zoo.scene_runtime import SceneBlipRuntime
 
     svc = EdgeService(models=())
     rt = MobileNetRuntime()
@@ -101,7 +102,7 @@ def service(weights):
     codec = FeatureCodec.calibrate(f, step_per_std=1.0)
     rt.calibrations[(16, 1.0)] = CodecCalibration(16, 1.0, codec, tuple(f.shape[1:]), 0.0, 1.0)
     svc.runtimes["mobilenet_v2"] = rt
-    svc.runtimes["blip-tiny"] = BlipRuntime()
+    svc.runtimes["scenes-blip"] = SceneBlipRuntime()
     svc.feature = f
     return svc
 
@@ -141,16 +142,16 @@ def test_e1_empty_batch_frame_is_a_400(edge, service):
 
 def test_e2_long_vqa_question_is_truncated_not_a_500(edge):
     png = _png(64, 64)
-    long_q = "is " + "a " * 990 + "red?"  # ~1000 tokens: over BLIP's 512 positions
+    long_q = "is " + "a " * 990 + "red?"  # ~1000 tokens: over the text encoder's 32 positions
     assert len(long_q) <= 2000
-    r = edge.post("/v1/infer/blip-tiny", params={"task": "vqa", "question": long_q},
+    r = edge.post("/v1/infer/scenes-blip", params={"task": "vqa", "question": long_q},
                   content=png)
     assert r.status_code == 200, r.text
     assert r.json()["question_truncated"] is True
-    r = edge.post("/v1/infer/blip-tiny", params={"task": "vqa", "question": "is it red?"},
+    r = edge.post("/v1/infer/scenes-blip", params={"task": "vqa", "question": "is it red?"},
                   content=png)
     assert r.status_code == 200 and r.json()["question_truncated"] is False
-    r = edge.post("/v1/infer/blip-tiny", params={"task": "vqa", "question": "x" * 2001},
+    r = edge.post("/v1/infer/scenes-blip", params={"task": "vqa", "question": "x" * 2001},
                   content=png)
     _assert_json_error(r, 400, "question", "2000")
 

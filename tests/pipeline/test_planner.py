@@ -31,10 +31,10 @@ RECORDED_REPLY = {
         "message": {
             "role": "assistant",
             "content": "```json\n[{\"task\": \"image-to-text\", \"id\": 0, \"dep\": [-1], "
-                       "\"args\": {\"image\": \"<image>\", \"model\": \"blip-tiny\", "
+                       "\"args\": {\"image\": \"<image>\", \"model\": \"scenes-blip\", "
                        "\"placement\": \"auto\"}}, {\"task\": \"visual-question-answering\", "
                        "\"id\": 1, \"dep\": [0], \"args\": {\"image\": \"<image>\", \"text\": "
-                       "\"is the dog asleep?\", \"model\": \"blip-tiny\", \"placement\": "
+                       "\"is the dog asleep?\", \"model\": \"scenes-blip\", \"placement\": "
                        "\"auto\"}}]\n```",
             "refusal": None,
         },
@@ -48,7 +48,7 @@ RECORDED_REPLY = {
 def test_good_plan_gets_defaults():
     plan = validate_plan(copy.deepcopy(GOOD))
     assert plan[0]["args"] == {"image": "<image>", "model": "mobilenet_v2", "placement": "auto"}
-    assert plan[1]["args"]["model"] == "blip-tiny" and plan[1]["args"]["placement"] == "split"
+    assert plan[1]["args"]["model"] == "scenes-blip" and plan[1]["args"]["placement"] == "split"
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_good_plan_gets_defaults():
         (lambda p: p[1].update(dep=[5]), "not an earlier step"),
         (lambda p: p[1]["args"].pop("text"), "needs args.text"),
         (lambda p: p[0]["args"].update(model="gpt-7"), "does not hold"),
-        (lambda p: p[0]["args"].update(model="blip-tiny"), "not image-classification"),
+        (lambda p: p[0]["args"].update(model="scenes-blip"), "not image-classification"),
         (lambda p: p[1]["args"].update(image="<resource>-0"), "without depending"),
         (lambda p: p.clear(), "should be non-empty"),
     ],

@@ -140,8 +140,6 @@ def _cmd_device(args: argparse.Namespace) -> int:
     from taskcodec.errors import PlanRefused
     from taskcodec.pipeline.device import DeviceClient
     from taskcodec.zoo.photos import load_photo
-    from taskcodec.zoo.runtimes import UNTRAINED_BANNER
-
     _threads(args.threads)
     photo = load_photo(args.image)
     with DeviceClient(args.edge, cloud_url=args.cloud, token=_token(args),
@@ -157,14 +155,12 @@ def _cmd_device(args: argparse.Namespace) -> int:
                 return EXIT_REFUSED
         else:
             task = _TASK_NAMES.get(args.task, args.task)
-            model = "mobilenet_v2" if task == "classify" else "blip-tiny"
+            model = "mobilenet_v2" if task == "classify" else "scenes-blip"
             results = [dev.run(task, model, photo, question=args.request, mode=args.mode)]
         if dev.up_kB_s:
             print(f"link: measured uplink {dev.up_kB_s:.0f} kB/s, rtt {dev.rtt_ms:.1f} ms")
         status = EXIT_OK
         for r in results:
-            if r.untrained:
-                print(UNTRAINED_BANNER)
             print(f"{r.task} ({r.model}): mode {r.option.label() if r.option else r.mode}, "
                   f"{r.bytes_up:,} B up, {r.latency_ms:.0f} ms -> "
                   f"{r.answer if r.ok else 'ERROR: ' + str(r.error)}")
@@ -222,7 +218,7 @@ def _add_pipeline_commands(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8600,
                    help="TCP port to listen on (default: %(default)s)")
-    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "blip-tiny"],
+    p.add_argument("--models", nargs="+", default=["mobilenet_v2", "scenes-blip"],
                    help="registry models to serve (default: %(default)s)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help="answer 413 to request bodies larger than this (default: %(default)s)")

@@ -3,10 +3,11 @@
 1. Starts the cloud planner and the edge server as real processes on loopback.
 2. Starts a device (this process) that reaches the edge through an emulated link
    (token buckets on its real sockets) and asks the cloud to plan each request.
-3. Sends classification (MobileNetV2, real ImageNet weights), captioning and VQA (a small
-   BLIP with random, untrained weights — loudly marked) requests at each uplink bandwidth of
-   the sweep (downlink = 2 x uplink, as the study's 250 / 500 kB/s), with the policy choosing
-   the mode; and, for the plot, each mode forced on one photo.
+3. Sends classification requests on photos (MobileNetV2, real ImageNet weights) and
+   captioning and VQA requests on generated scenes (the small BLIP trained on them,
+   :mod:`taskcodec.zoo.vlm`) at each uplink bandwidth of the sweep (downlink = 2 x uplink, as
+   the study's 250 / 500 kB/s), with the policy choosing the mode; and, for the plot, each
+   mode forced for each task.
 4. Prints a table (bandwidth, request, mode, bytes sent, latency, answer), writes
    ``pipeline_demo.json`` and ``pipeline_latency.png`` into ``--out``, and stops both servers.
 """
@@ -35,9 +36,28 @@ box); with one machine playing both, device-only would otherwise always win."""
 REQUESTS = (
     ("what kind of animal is this?", "chelsea"),
     ("what is this?", "coffee"),
-    ("describe this photo", "astronaut"),
-    ("is the man wearing a helmet?", "astronaut"),
+    ("describe this picture", "scene-test-1"),
+    ("how many objects are there?", "scene-test-1"),
+    ("what colour is the largest object?", "scene-test-2"),
 )
+"""(request, image): scikit-image photos, or generated scenes (``scene-<split>-<index>``,
+seed 0) for the vision-language requests."""
+FORCED = (("classify", "mobilenet_v2", "chelsea", None),
+          ("caption", "scenes-blip", "scene-test-1", None),
+          ("vqa", "scenes-blip", "scene-test-1", "how many objects are there?"))
+"""(task, model, image, question) timed with each mode forced, for the plot."""
+
+
+def load_image(name: str) -> Any:
+    """A scikit-image photo by name, or ``scene-<split>-<index>`` (generated, seed 0)."""
+    if name.startswith("scene-"):
+        from taskcodec.zoo import scenes
+
+        _, split, index = name.split("-")
+        return scenes.scene(0, split, int(index)).image
+    from taskcodec.zoo.photos import load_photo
+
+    return load_photo(name)
 REFUSED_REQUEST = "book me a flight to Paris"
 
 
@@ -99,12 +119,13 @@ def _run_device(out: Path, cloud_url: str, edge_url: str, up_kB_s: Sequence[floa
                 slowdown: float, repeats: int, echo: Any) -> Dict[str, Any]:
     from taskcodec.errors import PlanRefused
     from taskcodec.pipeline.device import DeviceClient
-    from taskcodec.zoo.photos import load_photo
-    from taskcodec.zoo.runtimes import UNTRAINED_BANNER
+    from taskcodec.zoo.runtimes import REGISTRY
 
     rows: List[Dict[str, Any]] = []
-    curves: Dict[str, Dict[float, float]] = {"edge-only": {}, "device-only": {}, "split": {}}
-    with DeviceClient(edge_url, cloud_url=cloud_url, slowdown=slowdown) as dev:
+    curves: Dict[str, Dict[str, Dict[float, float]]] = {
+        task: {"edge-only": {}, "device-only": {}, "split": {}} for task, *_ in FORCED}
+    # The link is re-measured at each bandwidth of the sweep (below), not again within one.
+    with DeviceClient(edge_url, cloud_url=cloud_url, slowdown=slowdown, reprobe_s=600.0) as dev:
         echo(f"device: emulated {slowdown:g}x slower than this machine; link = token buckets on "
              f"its sockets to the edge; measured compute (ms): "
              + ", ".join(f"head@{k} {v:.0f}" for k, v in
@@ -119,45 +140,48 @@ def _run_device(out: Path, cloud_url: str, edge_url: str, up_kB_s: Sequence[floa
             echo(f"plan for {REFUSED_REQUEST!r}: NOT refused")
         except PlanRefused as exc:
             echo(f"refused: {exc}")
-        photos = {name: load_photo(name) for _, name in REQUESTS}
-        warned = False
+        photos = {name: load_image(name) for name in {n for _, n in REQUESTS} | {f[2] for f in FORCED}}
         for bw in up_kB_s:
             dev.link.set(up_kB_s=bw, down_kB_s=2 * bw)
             dev.measure_link()
             for text, name in REQUESTS:
                 for r in dev.ask(text, photos[name]):
-                    if r.untrained and not warned:
-                        echo(UNTRAINED_BANNER)
-                        warned = True
                     rows.append({
                         "up_kB_s": bw, "request": text, "photo": name, "task": r.task,
                         "mode": r.option.label() if r.option else r.mode,
                         "bytes_up": r.bytes_up, "latency_ms": round(r.latency_ms, 1),
                         "answer": r.answer if r.ok else f"ERROR {r.error}",
-                        "untrained": r.untrained, "measured_up_kB_s": round(
+                        "measured_up_kB_s": round(
                             dev.up_kB_s or 0, 1), "reason": r.reason,
                     })
-            for mode in curves:
-                lat = [dev.run("classify", "mobilenet_v2", photos["chelsea"], mode=mode)
-                       for _ in range(repeats)]
-                if all(r.ok for r in lat):
-                    curves[mode][bw] = statistics.median(r.latency_ms for r in lat)
+            for task, model, name, question in FORCED:
+                for mode in curves[task]:
+                    if mode == "device-only" and not REGISTRY[model].device_fits:
+                        continue
+                    lat = [dev.run(task, model, photos[name], question=question, mode=mode)
+                           for _ in range(repeats)]
+                    if all(r.ok for r in lat):
+                        curves[task][mode][bw] = statistics.median(r.latency_ms for r in lat)
     table = format_table(
         ["uplink kB/s", "request (photo)", "mode", "bytes up", "ms", "answer"],
         [[f"{r['up_kB_s']:g}", f"{r['request']} ({r['photo']})", r["mode"],
           f"{r['bytes_up']:,}", f"{r['latency_ms']:.0f}",
-          (r["answer"] or "")[:40] + (" [UNTRAINED]" if r["untrained"] else "")] for r in rows],
+          (r["answer"] or "")[:40]] for r in rows],
         left=2,
     )
     echo("")
     echo(table)
     echo("")
-    echo("latency of each mode forced (chelsea, classification, median ms):")
-    echo(format_table(["uplink kB/s", *curves],
-                [[f"{bw:g}", *(f"{curves[m].get(bw, float('nan')):.0f}" for m in curves)]
-                      for bw in up_kB_s], left=1))
+    for task, model, name, question in FORCED:
+        c = curves[task]
+        echo(f"latency of each mode forced ({task}, {model}, {name}, median ms):")
+        modes = [m for m in c if c[m]]
+        echo(format_table(["uplink kB/s", *modes],
+                          [[f"{bw:g}", *(f"{c[m].get(bw, float('nan')):.0f}" for m in modes)]
+                           for bw in up_kB_s], left=1))
     report = {"machine": _machine(), "slowdown": slowdown, "rows": rows,
-              "forced_ms": {m: {str(k): v for k, v in c.items()} for m, c in curves.items()}}
+              "forced_ms": {t: {m: {str(k): v for k, v in c.items()} for m, c in tc_.items()}
+                            for t, tc_ in curves.items()}}
     (out / "pipeline_demo.json").write_text(json.dumps(report, indent=1))
     _plot(out / "pipeline_latency.png", curves, rows, slowdown)
     echo(f"\nwrote {out / 'pipeline_demo.json'} and {out / 'pipeline_latency.png'}")
@@ -176,29 +200,32 @@ def _machine() -> Dict[str, Any]:
             "torch": torch.__version__, "taskcodec": taskcodec.__version__}
 
 
-def _plot(path: Path, curves: Dict[str, Dict[float, float]],
+def _plot(path: Path, curves: Dict[str, Dict[str, Dict[float, float]]],
           rows: List[Dict[str, Any]], slowdown: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for mode, c in curves.items():
-        xs = sorted(c)
-        ax.plot(xs, [c[x] for x in xs], marker="o", label=f"{mode} (forced)")
-    auto = [r for r in rows if r["photo"] == "chelsea"]
-    ax.scatter([r["up_kB_s"] for r in auto], [r["latency_ms"] for r in auto], marker="x",
-               s=80, color="k", label="policy's choice", zorder=5)
-    for r in auto:
-        ax.annotate(r["mode"], (r["up_kB_s"], r["latency_ms"]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 6))
-    ax.set_xlabel("uplink bandwidth (kB/s = 1000 bytes/s; downlink 2x)")
-    ax.set_ylabel("end-to-end latency (ms)")
-    ax.set_xscale("log")
-    ax.set_title(f"MobileNetV2 classification, device {slowdown:g}x slower than edge")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(FORCED), figsize=(5 * len(FORCED), 4.2), squeeze=False)
+    for ax, (task, model, name, _) in zip(axes[0], FORCED):
+        for mode, c in curves[task].items():
+            xs = sorted(c)
+            if xs:
+                ax.plot(xs, [c[x] for x in xs], marker="o", label=f"{mode} (forced)")
+        auto = [r for r in rows if r["photo"] == name and r["task"] == task]
+        ax.scatter([r["up_kB_s"] for r in auto], [r["latency_ms"] for r in auto], marker="x",
+                   s=80, color="k", label="policy's choice", zorder=5)
+        for r in auto:
+            ax.annotate(r["mode"], (r["up_kB_s"], r["latency_ms"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, 6))
+        ax.set_xlabel("uplink (kB/s = 1000 bytes/s; downlink 2x)")
+        ax.set_xscale("log")
+        ax.set_title(f"{task}, {model}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("end-to-end latency (ms)")
+    fig.suptitle(f"device {slowdown:g}x slower than the edge", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

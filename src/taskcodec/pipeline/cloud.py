@@ -171,6 +171,9 @@ _EXAMPLES: Dict[str, Sequence[str]] = {
         "what is the woman holding?", "is the cat looking at the camera?",
         "is the man wearing a hat?", "is the person smiling?", "does the girl have glasses?",
         "are there any trees?", "what is on the plate?",
+        # the generated scenes' questions (shapes, colours, counts, relations)
+        "is there a green square?", "what shape is the blue object?",
+        "what colour is the circle?", "is the red object left of the yellow one?",
     ),
 }
 

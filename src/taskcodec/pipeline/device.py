@@ -59,7 +59,6 @@ class Result:
     reason: str = ""
     fallback: Optional[str] = None
     error: Optional[str] = None
-    untrained: bool = False
     option: Optional[ModeOption] = None
 
     @property
@@ -80,7 +79,7 @@ class DeviceClient:
                  up_kB_s: float = DEFAULT_UP_KB_S, down_kB_s: float = DEFAULT_DOWN_KB_S,
                  latency_ms: float = 0.0, timeout_s: float = 10.0, slowdown: float = 1.0,
                  accuracy_floor: float = 0.9,
-                 device_models: Sequence[str] = ("mobilenet_v2",), profile_runs: int = 5,
+                 device_models: Sequence[str] = ("mobilenet_v2", "scenes-blip"), profile_runs: int = 5,
                  probe_bytes: int = 32_000, reprobe_s: float = 10.0) -> None:
         if not slowdown >= 1.0:
             raise TaskcodecError(f"slowdown must be >= 1, got {slowdown}")
@@ -133,7 +132,7 @@ class DeviceClient:
                 base = self.link.url
             self.http = EdgeConnection(base, self.token, self.timeout_s)
             for name in self.device_models:
-                if not REGISTRY[name].device_fits:
+                if not (REGISTRY[name].device_fits or REGISTRY[name].head_fits):
                     continue
                 rt = self.runtimes[name] = load_runtime(name)
                 self.device_profile[name] = profile_device(rt, self.profile_runs, self.slowdown)
@@ -261,6 +260,12 @@ class DeviceClient:
         ratio = min(max(latency_ms / base, 0.25), 4.0)
         self.correction[key] = 0.5 * prev + 0.5 * ratio
 
+    def _fits(self, model: str) -> bool:
+        """Whether the device can answer ``model``'s requests by itself (device-only)."""
+        from taskcodec.zoo.runtimes import REGISTRY
+
+        return model in self.runtimes and REGISTRY[model].device_fits
+
     def _ms(self, t_start: float) -> float:
         return (time.perf_counter() - t_start) * 1e3
 
@@ -291,7 +296,7 @@ class DeviceClient:
                 self.edge_info, self._edge_error = None, str(exc)
         if self.edge_info is None and mode != "device-only":
             # No edge: whatever was asked for, the device answers or says why it cannot.
-            if model not in self.runtimes:
+            if not self._fits(model):
                 return Result(task, model, "none", 0, self._ms(t_start), None,
                               error=f"{self._edge_error}; {model} does not fit on the "
                               "device, no answer")
@@ -324,7 +329,7 @@ class DeviceClient:
                 # reconnect (and re-measure) on a later request
                 self.edge_info, self._edge_error = None, str(exc)
                 fallback = f"{exc}; answered on the device instead"
-                if model not in self.runtimes:
+                if not self._fits(model):
                     return Result(task, model, option.mode, 0, self._ms(t_start), None,
                                   reason=reason,
                                   error=f"{exc}; {model} does not fit on the device, no answer")
@@ -347,6 +352,9 @@ class DeviceClient:
             body = self._compute(lambda: codec.compress(rt.head(rt.preprocess(photo),
                                                                 option.at)))
             path, params, ctype = f"/v1/split/{model}", {"at": option.at}, FRAME_MEDIA_TYPE
+            params["task"] = task
+            if question:
+                params["question"] = question
         else:
             # The JPEG was coded before the clock started: count it (at the device's speed).
             t_start -= self._jpeg_s * self.slowdown
@@ -370,4 +378,4 @@ class DeviceClient:
         self.meter.learn(len(body), net_ms, float(out.get("server_ms", 0.0)))
         self._observe(model, option, latency)
         return Result(task, model, option.mode, len(body), latency, out.get("answer"), out,
-                      reason, untrained=bool(out.get("untrained")), option=option)
+                      reason, option=option)

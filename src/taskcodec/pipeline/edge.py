@@ -6,7 +6,7 @@ Endpoints (JSON replies; no pickle anywhere on the wire):
 ``GET  /metrics``                     requests, errors, bytes in, latency per endpoint
 ``GET  /v1/models``                   registry entries, tail / full timings measured here
 ``GET  /v1/models/{model}/codecs``    codec calibrations per (cut, rate), for devices
-``POST /v1/split/{model}?at=K``       body: one taskcodec frame (the head's features) → answer
+``POST /v1/split/{model}?at=K&task=T&question=Q``  body: one frame (the head's features) → answer
 ``POST /v1/infer/{model}?task=T&question=Q``  body: a JPEG / PNG → answer
 ``POST /v1/probe``                    body: any bytes, discarded (devices time their uplink)
 
@@ -39,7 +39,7 @@ class UnknownModel(BadInputError):
 class EdgeService:
     """The models an edge serves, loaded once; thread-safe (one inference at a time)."""
 
-    def __init__(self, models: Sequence[str] = ("mobilenet_v2", "blip-tiny"), *,
+    def __init__(self, models: Sequence[str] = ("mobilenet_v2", "scenes-blip"), *,
                  calibrate: bool = True, profile_runs: int = 5) -> None:
         from taskcodec.zoo.runtimes import REGISTRY, load_runtime
 
@@ -48,16 +48,11 @@ class EdgeService:
         self.info: Dict[str, Dict[str, Any]] = {}
         for name, rt in self.runtimes.items():
             entry = REGISTRY[name].to_json()
-            if name == "mobilenet_v2":
-                if calibrate:
-                    rt.calibrate()
-                # tc.split.profile: the tail of each cut, timed on this edge
-                entry["tail_ms"] = {int(str(p.at).rsplit(".", 1)[1]): round(p.tail_ms, 3)
-                                    for p in rt.profile(profile_runs)}
-                entry["full_ms"] = round(self._infer_ms(name, profile_runs), 3)
-            else:
-                entry["full_ms"] = round(self._infer_ms(name, 1), 3)
-                entry["untrained"] = bool(rt.untrained)
+            if calibrate:
+                rt.calibrate()
+            # the tail of each cut (and, for the VLM, its text side), timed on this edge
+            entry["tail_ms"] = {at: round(ms, 3) for at, ms in rt.tail_ms(profile_runs).items()}
+            entry["full_ms"] = round(self._infer_ms(name, profile_runs), 3)
             self.info[name] = entry
 
     def _infer_ms(self, name: str, runs: int) -> float:
@@ -82,12 +77,14 @@ class EdgeService:
                 + ("" if name in REGISTRY else f"; registry: {sorted(REGISTRY)}"))
         return self.runtimes[name]
 
-    def split(self, name: str, at: int, frame: bytes) -> Dict[str, Any]:
+    def split(self, name: str, at: int, frame: bytes, task: Optional[str] = None,
+              question: Optional[str] = None) -> Dict[str, Any]:
         """Decode a head's frame (cut ``at``) and run the tail; the answer as JSON."""
         import taskcodec as tc
         from taskcodec.zoo.runtimes import decode_feature
 
         rt = self.runtime(name)
+        task = self._task(rt, name, task, question)
         cal = [c for (a, _), c in getattr(rt, "calibrations", {}).items() if a == at]
         if not cal:
             raise BadInputError(f"{name} offers no split at cut {at}")
@@ -98,18 +95,23 @@ class EdgeService:
         with self.lock:
             # one answer per request: the frame holds one feature map
             z = decode_feature(c.codec, frame, c.shape, max_batch=1)
-            return rt.answer(rt.tail(z, at))
+            return rt.answer_features(z, at, task, question)
+
+    @staticmethod
+    def _task(rt: Any, name: str, task: Optional[str], question: Optional[str]) -> str:
+        task = task or rt.spec.tasks[0]
+        if task not in rt.spec.tasks:
+            raise BadInputError(f"{name} does {list(rt.spec.tasks)}, not {task!r}")
+        if question is not None:
+            check_text(question, "question", MAX_REQUEST_CHARS)
+        return task
 
     def infer(self, name: str, image: bytes, task: Optional[str],
               question: Optional[str]) -> Dict[str, Any]:
         from taskcodec.zoo.images import decode_jpeg
 
         rt = self.runtime(name)
-        task = task or rt.spec.tasks[0]
-        if task not in rt.spec.tasks:
-            raise BadInputError(f"{name} does {list(rt.spec.tasks)}, not {task!r}")
-        if question is not None:
-            check_text(question, "question", MAX_REQUEST_CHARS)
+        task = self._task(rt, name, task, question)
         # Large photos are decoded reduced (JPEG DCT scaling, else an integer box reduction),
         # never below twice the models' 256-pixel resize on the short side.
         photo = decode_jpeg(image, min_side=512)
@@ -174,11 +176,12 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         return {"bytes": len(body)}
 
     @app.post("/v1/split/{model}")
-    async def split(model: str, at: int, request: Request) -> Any:
+    async def split(model: str, at: int, request: Request, task: Optional[str] = None,
+                    question: Optional[str] = None) -> Any:
         body = await read_body(request, limits)
         t0 = time.perf_counter()
         try:
-            out = await _in_thread(service.split, model, at, body)
+            out = await _in_thread(service.split, model, at, body, task, question)
         except TaskcodecError as exc:
             return failure(exc)
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
@@ -206,7 +209,7 @@ async def _in_thread(fn: Any, *args: Any) -> Any:
 
 
 def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
-               models: Sequence[str] = ("mobilenet_v2", "blip-tiny"),
+               models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
                token: Optional[str] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                calibrate: bool = True) -> None:
     """Load the models, then serve until interrupted (binds loopback unless told otherwise).
@@ -214,11 +217,8 @@ def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
     ``calibrate=False`` skips the codec calibration: the edge then offers no split.
     Timeouts and header limits: :class:`~taskcodec.pipeline.server_common.ServerLimits`."""
     from taskcodec.pipeline.server_common import ServerLimits, serve
-    from taskcodec.zoo.runtimes import UNTRAINED_BANNER
 
     service = EdgeService(models, calibrate=calibrate)
-    if any(i.get("untrained") for i in service.info.values()):
-        print(UNTRAINED_BANNER, flush=True)
     limits = ServerLimits(max_body_bytes=max_body_bytes)
     app = create_edge_app(service, token=token, limits=limits)
     print(f"taskcodec edge: serving {sorted(service.runtimes)} on http://{host}:{port}",

@@ -113,8 +113,11 @@ class Policy:
 
         if edge is None and (device is None or device.get("full_ms") is None):
             return []
-        dev_full = device["full_ms"] if device is not None else edge["full_ms"]
-        speedup = dev_full / edge["full_ms"] if edge is not None else 1.0
+        if device is not None and device.get("full_ms") is not None:
+            dev_full = device["full_ms"]
+            speedup = dev_full / edge["full_ms"] if edge is not None else 1.0
+        else:  # only the heads run on the device: the tails are timed on the edge itself
+            dev_full, speedup = edge["full_ms"], 1.0
         ok = [c for c in calibrations if c.agreement >= self.accuracy_floor]
         self.below_floor = len(calibrations) - len(ok)
         rates: Dict[Any, List[Any]] = {}

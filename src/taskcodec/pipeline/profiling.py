@@ -32,13 +32,14 @@ def preprocess_ms(rt: Any, runs: int) -> float:
 
 def profile_device(rt: Any, runs: int, slowdown: float = 1.0) -> Dict[str, Any]:
     """``{"head_ms": {cut: ms}, "full_ms": ms}`` of runtime ``rt`` on this device, each
-    including the preprocessing, times ``slowdown``."""
+    including the preprocessing, times ``slowdown``; ``full_ms`` is None for a model whose
+    registry entry says only its heads fit here."""
     prof = rt.profile(runs)  # tc.split.profile of the registered cuts on this device
     pre = preprocess_ms(rt, runs)
-    return {
-        "head_ms": {int(str(p.at).rsplit(".", 1)[1]): (pre + p.head_ms) * slowdown
+    return {  # cuts are named "features.<k>" (CNNs) or are block indices (transformers)
+        "head_ms": {int(str(p.at).rsplit(".", 1)[-1]): (pre + p.head_ms) * slowdown
                     for p in prof},
-        "full_ms": (pre + prof.full_ms) * slowdown,
+        "full_ms": (pre + prof.full_ms) * slowdown if rt.spec.device_fits else None,
     }
 
 

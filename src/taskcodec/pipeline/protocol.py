@@ -63,8 +63,8 @@ PLACEMENTS = ("auto", "device", "edge", "split")
 """Where a plan step may run: ``auto`` (the device's policy decides) or pinned."""
 
 DEFAULT_MODELS: Dict[str, str] = {"image-classification": "mobilenet_v2",
-                                  "image-to-text": "blip-tiny",
-                                  "visual-question-answering": "blip-tiny"}
+                                  "image-to-text": "scenes-blip",
+                                  "visual-question-answering": "scenes-blip"}
 """The model a step runs when the plan names none."""
 
 MAX_REQUEST_CHARS = 2000

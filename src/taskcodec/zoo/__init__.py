@@ -12,7 +12,13 @@
   and PyPI packages, hashes checked), :func:`photos` ``(split)``, :func:`load`; the Qt resource
   reader it uses is :mod:`~taskcodec.zoo.rcc`.
 * :mod:`~taskcodec.zoo.runtimes` — the model registry the pipeline serves (:data:`REGISTRY`,
-  :func:`load_runtime`) and the calibrated split codecs (:class:`CodecCalibration`).
+  :func:`load_runtime`) and the calibrated split codecs (:class:`CodecCalibration`; both
+  defined in :mod:`~taskcodec.zoo.registry`);
+  :mod:`~taskcodec.zoo.scene_runtime` — its captioning / VQA runtime.
+* :mod:`~taskcodec.zoo.scenes` — the generated scene benchmark (:func:`scene`, :func:`scenes`:
+  images, labels, captions, questions and answers, deterministic from a seed);
+  :mod:`~taskcodec.zoo.vlm` — the BLIP and ViT models trained on it (:func:`load_blip`,
+  :func:`load_vit`, :func:`tokenizer`, :func:`caption`, :func:`answer`).
 
 Submodules load on first use: ``import taskcodec.zoo`` imports neither torch nor Pillow.
 """
@@ -22,7 +28,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("models", "photos", "images", "runtimes", "pool", "rcc")
+_SUBMODULES = ("models", "photos", "images", "runtimes", "registry", "pool", "rcc", "scenes",
+               "vlm", "scene_runtime")
 
 __all__ = list(_SUBMODULES)
 
