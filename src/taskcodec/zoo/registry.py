@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from taskcodec.errors import BadInputError
 
-__all__ = ["ModelSpec", "REGISTRY", "CodecCalibration"]
+__all__ = ["ModelSpec", "REGISTRY", "CodecCalibration", "CutRuntime"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,3 +118,31 @@ class CodecCalibration:
             raise ModelMismatch(f"the edge's learned {name} codec has tables {fingerprint}; this "
                                 f"install ships {codec.fingerprint:016x}: update one side")
         return cls(at, None, codec, shape, mean_bytes, agreement, "learned", name)
+
+
+class CutRuntime:
+    """What the runtimes share: ``parts`` (cut -> ``(head, tail)`` from
+    :func:`taskcodec.split.partition`), run without autograd; an unknown cut is a
+    :class:`~taskcodec.BadInputError`."""
+
+    spec: ModelSpec
+    parts: Dict[int, Any]
+
+    def _check_cut(self, at: int) -> None:
+        if at not in self.parts:
+            raise BadInputError(f"{self.spec.name} has no cut {at}; cuts: {sorted(self.parts)}")
+
+    def head(self, x: Any, at: int) -> Any:
+        """The head of cut ``at`` on the preprocessed input ``x``."""
+        import torch
+
+        self._check_cut(at)
+        with torch.inference_mode():
+            return self.parts[at][0](x)
+
+    def _tail(self, z: Any, at: int) -> Any:
+        import torch
+
+        self._check_cut(at)
+        with torch.inference_mode():
+            return self.parts[at][1](z)

@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from taskcodec.errors import BadInputError
-from taskcodec.zoo.registry import REGISTRY, CodecCalibration, ModelSpec
+from taskcodec.zoo.registry import REGISTRY, CodecCalibration, CutRuntime, ModelSpec
 
 __all__ = [
     "ModelSpec",
@@ -53,7 +53,7 @@ def decode_feature(codec: Any, frame: bytes, shape: Sequence[int], *,
     return codec.decompress(frame)
 
 
-class MobileNetRuntime:
+class MobileNetRuntime(CutRuntime):
     """MobileNetV2 with real ImageNet weights: full model, head / tail at any registered cut."""
 
     spec = REGISTRY["mobilenet_v2"]
@@ -79,23 +79,9 @@ class MobileNetRuntime:
         """``uint8 [H, W, 3]`` -> normalized ``[1, 3, 224, 224]``."""
         return self.preset(photo)
 
-    def _check_cut(self, at: int) -> None:
-        if at not in self.spec.cut_points:
-            raise BadInputError(f"mobilenet_v2 has no cut {at}; cuts: {self.spec.cut_points}")
-
-    def head(self, x: Any, at: int) -> Any:
-        import torch
-
-        self._check_cut(at)
-        with torch.inference_mode():
-            return self.parts[at][0](x)
-
     def tail(self, z: Any, at: int) -> Any:
-        import torch
-
-        self._check_cut(at)
-        with torch.inference_mode():
-            return self.parts[at][1](z)
+        """The tail of cut ``at``: the logits."""
+        return self._tail(z, at)
 
     def full(self, x: Any) -> Any:
         import torch

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from taskcodec.errors import BadInputError
+from taskcodec.zoo.registry import CutRuntime
 
 __all__ = ["SceneBlipRuntime", "CALIBRATION_SCENES"]
 
@@ -26,7 +27,7 @@ CALIBRATION_SCENES = 32
 codec, half to measure its frame size and agreement."""
 
 
-class SceneBlipRuntime:
+class SceneBlipRuntime(CutRuntime):
     """Captioning and VQA from one token map; see the module docstring."""
 
     def __init__(self) -> None:
@@ -66,25 +67,9 @@ class SceneBlipRuntime:
             return self.processor(images=photo, return_tensors="pt").pixel_values
         return vlm.pixels(photo)
 
-    def _check_cut(self, at: int) -> None:
-        if at not in self.parts:
-            raise BadInputError(f"scenes-blip has no cut {at}; cuts: {sorted(self.parts)}")
-
-    def head(self, x: Any, at: int) -> Any:
-        """The token map after vision block ``at``: ``[N, 65, 128]``."""
-        import torch
-
-        self._check_cut(at)
-        with torch.inference_mode():
-            return self.parts[at][0](x)
-
     def tail(self, z: Any, at: int) -> Any:
         """The vision model's output (``image_embeds``) from the token map of cut ``at``."""
-        import torch
-
-        self._check_cut(at)
-        with torch.inference_mode():
-            return self.parts[at][1](z).last_hidden_state
+        return self._tail(z, at).last_hidden_state
 
     def text(self, embeds: Any, task: str, question: Optional[str] = None) -> Dict[str, Any]:
         """The caption or the answer from ``image_embeds`` (one image)."""
