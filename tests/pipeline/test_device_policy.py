@@ -57,7 +57,7 @@ def test_policy_switches_mode_as_the_bandwidth_drops(edge, photos):
     """
     modes = {}
     with DeviceClient(edge.url, slowdown=20.0, profile_runs=3, probe_bytes=6000,
-                      up_kB_s=5000, down_kB_s=5000) as dev:
+                      up_kB_s=5000, down_kB_s=5000, device_models=("mobilenet_v2",)) as dev:
         for bw in (5000, 60, 8):
             dev.link.set(up_kB_s=bw, down_kB_s=bw)
             dev.measure_link()
