@@ -140,6 +140,7 @@ def _cmd_device(args: argparse.Namespace) -> int:
     from taskcodec.errors import PlanRefused
     from taskcodec.pipeline.device import DeviceClient
     from taskcodec.zoo.photos import load_photo
+
     _threads(args.threads)
     photo = load_photo(args.image)
     with DeviceClient(args.edge, cloud_url=args.cloud, token=_token(args),

@@ -79,7 +79,8 @@ class DeviceClient:
                  up_kB_s: float = DEFAULT_UP_KB_S, down_kB_s: float = DEFAULT_DOWN_KB_S,
                  latency_ms: float = 0.0, timeout_s: float = 10.0, slowdown: float = 1.0,
                  accuracy_floor: float = 0.9,
-                 device_models: Sequence[str] = ("mobilenet_v2", "scenes-blip"), profile_runs: int = 5,
+                 device_models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
+                 profile_runs: int = 5,
                  probe_bytes: int = 32_000, reprobe_s: float = 10.0) -> None:
         if not slowdown >= 1.0:
             raise TaskcodecError(f"slowdown must be >= 1, got {slowdown}")
