@@ -71,7 +71,9 @@ class DeviceClient:
 
     Use as a context manager (or :meth:`start` / :meth:`close`). Link settings in kB/s
     (1 kB = 1000 B) and ms; ``up_kB_s`` / ``down_kB_s`` / ``latency_ms`` shape the emulated
-    link (``emulate=True``) and are ignored on a real one.
+    link (``emulate=True``) and are ignored on a real one. ``device_models``: the registry
+    models the device loads, where the registry says the whole model fits (device-only and
+    split) or only its heads do (split).
     """
 
     def __init__(self, edge_url: str, *, cloud_url: Optional[str] = None,
