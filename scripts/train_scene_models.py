@@ -155,7 +155,7 @@ def main(argv: Any = None) -> int:
     if args.init is not None:
         path = args.init / f"scenes-{args.model}.safetensors"
         init_digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        vlm._load(vlm._Pair.module(captioner, vqa) if args.model == "blip" else vit, path)
+        vlm.load_weights(vlm.blip_module(captioner, vqa) if args.model == "blip" else vit, path)
         if args.model == "blip":
             captioner.tie_weights(), vqa.tie_weights()
     vision_digest = None
@@ -163,7 +163,7 @@ def main(argv: Any = None) -> int:
         path = args.vision_from / "scenes-vit.safetensors"
         vision_digest = hashlib.sha256(path.read_bytes()).hexdigest()
         vit = vlm.build_vit()
-        vlm._load(vit, path)
+        vlm.load_weights(vit, path)
         vqa.vision_model.load_state_dict(vlm.vision_state_from_vit(vit))
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, steps, args.warmup))

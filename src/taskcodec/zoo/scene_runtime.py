@@ -81,10 +81,10 @@ class SceneBlipRuntime(CutRuntime):
             raise BadInputError(f"scenes-blip does {list(self.spec.tasks)}, not {task!r}")
         if not question:
             raise BadInputError("a VQA request needs a question")
-        _, _, cut = vlm.question_ids([question])
         # The text encoder holds MAX_QUESTION_TOKENS tokens: a longer question is cut there
         # (its end dropped) and the reply says so.
-        return {"answer": vlm.answer(self.vqa, embeds, [question])[0],
+        ids, mask, cut = vlm.question_ids([question])
+        return {"answer": vlm.answer_ids(self.vqa, embeds, ids, mask)[0],
                 "question_truncated": bool(cut[0])}
 
     def run(self, pixel_values: Any, task: str, question: Optional[str] = None) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +30,8 @@ from taskcodec.errors import BadInputError, MissingWeightsError
 __all__ = ["TRAINED_DIR", "VOCAB", "IMAGE_MEAN", "IMAGE_STD", "tokenizer", "blip_config",
            "vit_config", "build_blip", "build_vit", "load_blip", "load_vit", "record",
            "pixels", "caption", "answer", "answer_logits", "caption_logits", "text_fisher",
-           "question_ids", "GENERIC_QUESTIONS", "vision_state_from_vit",
+           "question_ids", "answer_ids", "GENERIC_QUESTIONS", "vision_state_from_vit",
+           "blip_module", "blip_state", "load_weights",
            "MAX_QUESTION_TOKENS"]
 
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
@@ -154,27 +155,34 @@ def _load(module: Any, path: Path) -> None:
                                   f"unexpected {unexpected[:3]}")
 
 
-class _Pair:  # one module holding both BLIP models, for one state dict
-    @staticmethod
-    def module(captioner: Any, vqa: Any) -> Any:
-        import torch
+def blip_module(captioner: Any, vqa: Any) -> Any:
+    """One module holding both BLIP models (shared vision model, the VQA text encoder /
+    decoder, the caption decoder): what the shipped ``scenes-blip`` weights are the state of."""
+    import torch
 
-        pair = torch.nn.Module()
-        pair.vqa = vqa
-        pair.caption_decoder = captioner.text_decoder
-        return pair
+    pair = torch.nn.Module()
+    pair.vqa = vqa
+    pair.caption_decoder = captioner.text_decoder
+    return pair
 
 
 def blip_state(captioner: Any, vqa: Any) -> Dict[str, Any]:
-    """The shared vision model, the VQA text encoder / decoder and the caption decoder."""
-    return _Pair.module(captioner, vqa).state_dict()
+    """The state dict of :func:`blip_module`."""
+    return blip_module(captioner, vqa).state_dict()
+
+
+def load_weights(module: Any, path: Path) -> None:
+    """Load float16 safetensors written by ``scripts/train_scene_models.py`` into ``module``
+    (tied LM-head weights are not stored); :class:`~taskcodec.MissingWeightsError` when they
+    do not match."""
+    _load(module, path)
 
 
 @functools.lru_cache(maxsize=1)
 def load_blip() -> Tuple[Any, Any]:
     """The shipped captioner and VQA model (eval mode, shared vision model)."""
     captioner, vqa = build_blip()
-    _load(_Pair.module(captioner, vqa), _weights("scenes-blip"))
+    _load(blip_module(captioner, vqa), _weights("scenes-blip"))
     captioner.tie_weights()
     vqa.tie_weights()
     return captioner.eval(), vqa.eval()
@@ -246,22 +254,35 @@ def caption(captioner: Any, image_embeds: Any, max_new_tokens: int = 20) -> List
 
 def question_ids(questions: Sequence[str]) -> Tuple[Any, Any, List[bool]]:
     """Token ids and mask of ``questions`` (padded), and whether each was cut to
-    :data:`MAX_QUESTION_TOKENS` (its end dropped)."""
+    :data:`MAX_QUESTION_TOKENS` (its end dropped, ``[SEP]`` kept), from one tokenization."""
+    import torch
+
     tok = tokenizer()
-    enc = tok(list(questions), return_tensors="pt", padding=True, truncation=True,
-              max_length=MAX_QUESTION_TOKENS)
     full = tok(list(questions)).input_ids
-    return enc.input_ids, enc.attention_mask, [len(f) > MAX_QUESTION_TOKENS for f in full]
+    cut = [len(f) > MAX_QUESTION_TOKENS for f in full]
+    rows = [f[:MAX_QUESTION_TOKENS - 1] + [tok.sep_token_id] if c else f for f, c in zip(full, cut)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    return ids, mask, cut
 
 
 def answer(vqa: Any, image_embeds: Any, questions: Sequence[str],
            max_new_tokens: int = 4) -> List[str]:
     """Greedy answers, one per question, from the token maps ``image_embeds`` (one per question,
     or one for all)."""
+    return answer_ids(vqa, image_embeds, *question_ids(questions)[:2], max_new_tokens)
+
+
+def answer_ids(vqa: Any, image_embeds: Any, ids: Any, mask: Any,
+               max_new_tokens: int = 4) -> List[str]:
+    """:func:`answer` for questions already tokenized by :func:`question_ids`."""
     import torch
 
     tok = tokenizer()
-    ids, mask, _ = question_ids(questions)
     if image_embeds.shape[0] == 1 and ids.shape[0] > 1:
         image_embeds = image_embeds.expand(ids.shape[0], -1, -1)
     if image_embeds.shape[0] != ids.shape[0]:
@@ -344,12 +365,3 @@ def text_fisher(maps: Any, captioner: Any, vqa: Any, tail: Any) -> np.ndarray:
     parts = [tail_fisher(maps, m, channel_axis=-1)
              for m in (answer_logits(vqa, tail), caption_logits(captioner, tail))]
     return sum(p / max(float(np.trace(p)), 1e-30) for p in parts)
-
-
-def parameters(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def optional_path(name: str) -> Optional[Path]:
-    path = TRAINED_DIR / f"{name}.safetensors"
-    return path if path.is_file() else None
