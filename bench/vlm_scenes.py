@@ -34,7 +34,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
+from split_codecs import batched, code_each  # noqa: E402  (one frame per image)
 
 import taskcodec as tc  # noqa: E402
 from taskcodec._tables import format_table  # noqa: E402
@@ -58,11 +59,6 @@ TARGETS = {"classification": 6.8, "caption": 12.5, "vqa": 18.0}  # x fewer bytes
 FLOAT16_BYTES = 65 * 128 * 2
 
 
-def batched(fn: Callable[[Any], Any], x: torch.Tensor, size: int = 64) -> torch.Tensor:
-    with torch.inference_mode():
-        return torch.cat([fn(x[i:i + size]) for i in range(0, x.shape[0], size)])
-
-
 class Blip:
     """Captions and answers of the shipped BLIP from a cut's token map."""
 
@@ -71,9 +67,6 @@ class Blip:
         self.vision = self.vqa.vision_model
         self.refs = [list(r) for r in zip(*[s.captions for s in test])]
         self.qa = [(i, q, a) for i, s in enumerate(test) for q, a in s.qa]
-
-    def parts(self, at: int) -> Any:
-        return tc.split.partition(self.vision, at)
 
     def metrics(self, embeds: torch.Tensor) -> Dict[str, float]:
         import sacrebleu
@@ -85,9 +78,13 @@ class Blip:
         for i in range(0, len(self.qa), 500):
             part = self.qa[i:i + 500]
             got += vlm.answer(self.vqa, embeds[[j for j, _, _ in part]], [q for _, q, _ in part])
+        right = [g == a for g, (_, _, a) in zip(got, self.qa)]
+        by_type: Dict[str, List[bool]] = {}
+        for ok, (_, q, _) in zip(right, self.qa):
+            by_type.setdefault(scenes.question_type(q), []).append(ok)
         return {"caption": sacrebleu.corpus_bleu(caps, self.refs).score,
-                "vqa": 100.0 * float(np.mean([g == a for g, (_, _, a) in zip(got, self.qa)])),
-                "examples": list(zip(caps[:3], got[:3]))}
+                "vqa": 100.0 * float(np.mean(right)),
+                "vqa_by_type": {k: round(100.0 * float(np.mean(v)), 1) for k, v in by_type.items()}}
 
 
 VARIANTS = ("channel", "task")
@@ -106,16 +103,6 @@ class Logits(torch.nn.Module):
         return self.tail(h).logits
 
 
-def code(codec: FeatureCodec, f: torch.Tensor) -> Any:
-    """Each map through its own frame: mean bytes and the decoded maps."""
-    sizes, out = [], []
-    for i in range(f.shape[0]):
-        blob = codec.compress(f[i:i + 1])
-        sizes.append(len(blob))
-        out.append(codec.decompress(blob))
-    return float(np.mean(sizes)), torch.cat(out)
-
-
 def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="scene seed (test and validation splits)")
@@ -129,6 +116,9 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--eval-only", action="store_true",
                     help="the shipped models and codecs, FeatureCodec steps 1 2 4 only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fisher", choices=("text", "answers"), default="text",
+                    help="the BLIP's task-transform weighting: answers and captions "
+                    "(vlm.text_fisher), or the VQA answers alone (vlm.answer_logits)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = args.steps or ([1.0, 2.0, 4.0] if args.eval_only else [0.5, 1.0, 2.0, 3.0, 4.0, 6.0])
@@ -139,11 +129,8 @@ def main(argv: Any = None) -> int:
     x_cal = vlm.pixels(np.stack([s.image for s in calib]))
     labels = torch.tensor([s.label for s in test])
     blip, vit = Blip(test), vlm.load_vit()
-    report: Dict[str, Any] = {t: {"uncompressed": None, "compressed": [], "jpeg": []}
+    report: Dict[str, Any] = {t: {"float16": [], "compressed": [], "jpeg": []}
                               for t in ("classification", "caption", "vqa")}
-
-    def record(task: str, entry: Dict[str, Any]) -> None:
-        report[task]["compressed"].append(entry)
 
     def cls_acc(logits: torch.Tensor) -> float:
         return 100.0 * float((logits.argmax(1) == labels).float().mean())
@@ -167,30 +154,29 @@ def main(argv: Any = None) -> int:
         if name == "vit":
             def evaluate(z: torch.Tensor) -> Dict[str, float]:
                 return {"classification": cls_acc(batched(lambda h: tail(h).logits, z))}
-            fisher_tail: Any = Logits(tail)
+            fisher = tail_fisher(f_cal, Logits(tail), channel_axis=-1)
         else:
             def evaluate(z: torch.Tensor) -> Dict[str, float]:
                 m = blip.metrics(batched(lambda h: tail(h).last_hidden_state, z))
+                if z is f16:
+                    report["vqa"].setdefault("by_type_float16", {})[str(at)] = m["vqa_by_type"]
                 return {"caption": m["caption"], "vqa": m["vqa"]}
-            fisher_tail = None
-        for task, metric in evaluate(f.half().float()).items():
-            entry = {"bytes": FLOAT16_BYTES, "ratio": 1.0, "cut": at, "codec": "float16",
-                     "metric": round(metric, 2)}
-            report[task].setdefault("float16", []).append(entry)
-            if report[task]["uncompressed"] is None or at == max(args.cuts):
-                report[task]["uncompressed"] = {"metric": entry["metric"], "bytes": FLOAT16_BYTES,
-                                                "cut": at, "codec": "float16 token map"}
+            fisher = (vlm.text_fisher(f_cal, blip.captioner, blip.vqa, tail)
+                      if args.fisher == "text" else
+                      tail_fisher(f_cal, vlm.answer_logits(blip.vqa, tail), channel_axis=-1))
+        f16 = f.half().float()
+        for task, metric in evaluate(f16).items():
+            report[task]["float16"].append({"bytes": FLOAT16_BYTES, "ratio": 1.0, "cut": at,
+                                            "codec": "float16", "metric": round(metric, 2)})
         bar.update()
-        fisher = (tail_fisher(f_cal, fisher_tail, channel_axis=-1) if fisher_tail is not None
-                  else vlm.text_fisher(f_cal, blip.captioner, blip.vqa, tail))
         for variant in VARIANTS:
             for step in steps:
                 kw = {"transform": "task", "tail": fisher} if variant == "task" else {}
                 codec = FeatureCodec.calibrate(f_cal, channel_axis=-1, step_per_std=step,
                                                params_in_frame=False, **kw)
-                nbytes, z = code(codec, f)
+                nbytes, _, _, z = code_each(codec, f)
                 for task, metric in evaluate(z).items():
-                    record(task, {"bytes": round(nbytes), "ratio": round(FLOAT16_BYTES / nbytes, 2),
+                    report[task]["compressed"].append({"bytes": round(nbytes), "ratio": round(FLOAT16_BYTES / nbytes, 2),
                                   "cut": at, "codec": f"FeatureCodec {variant} step {step:g}",
                                   "variant": variant, "step": step, "metric": round(metric, 2)})
                 bar.update()
@@ -199,6 +185,8 @@ def main(argv: Any = None) -> int:
     rows = []
     for task, r in report.items():
         ref = {e["cut"]: e["metric"] for e in r["float16"]}
+        r["uncompressed"] = {"metric": ref[max(ref)], "bytes": FLOAT16_BYTES, "cut": max(ref),
+                             "codec": "float16 token map"}
         ok = [e for e in r["compressed"] if e["metric"] >= ref[e["cut"]] - 0.5]
         best = min(ok, key=lambda e: e["bytes"]) if ok else None
         r["best_within_0.5"] = best
@@ -211,7 +199,7 @@ def main(argv: Any = None) -> int:
                      f"{r['jpeg'][0]['metric']:.2f} @ {r['jpeg'][0]['bytes']:,} B",
                      f">= {TARGETS[task]:g}x: {'met' if r['target_met'] else 'NOT met'}", PAPER[task]])
     report["meta"] = {"seed": args.seed, "test_scenes": args.scenes, "calibration_scenes": args.calib,
-                      "eval_only": args.eval_only, "seconds": round(time.time() - t0, 1),
+                      "eval_only": args.eval_only, "fisher": args.fisher, "seconds": round(time.time() - t0, 1),
                       "date": _dt.date.today().isoformat(), "machine": describe_machine(),
                       "models": {n: vlm.record(n)["validation"] for n in ("scenes-blip", "scenes-vit")},
                       "command": "python bench/vlm_scenes.py " + " ".join(sys.argv[1:] if argv is None else argv)}

@@ -31,8 +31,8 @@ import numpy as np
 
 from taskcodec.errors import BadInputError
 
-__all__ = ["SHAPES", "COLOURS", "CLASSES", "SPLITS", "SIZE", "SceneObject", "Scene", "scene",
-           "scenes", "vocabulary"]
+__all__ = ["SHAPES", "COLOURS", "CLASSES", "SPLITS", "SIZE", "QUESTION_TYPES", "SceneObject",
+           "Scene", "scene", "scenes", "question_type", "vocabulary"]
 
 SIZE = 224
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -222,6 +222,33 @@ def scene(seed: int, split: str, index: int) -> Scene:
 def scenes(seed: int, split: str, n: int, start: int = 0) -> List[Scene]:
     """Scenes ``start .. start + n - 1`` of ``split``."""
     return [scene(seed, split, i) for i in range(start, start + int(n))]
+
+
+QUESTION_TYPES = ("shape", "colour of a shape", "size", "existence", "count of a shape",
+                  "count of objects", "left of", "above", "more than", "largest colour")
+"""The kinds of question :func:`scene` asks, as :func:`question_type` names them."""
+
+
+def question_type(question: str) -> str:
+    """Which of :data:`QUESTION_TYPES` a question of :func:`scene` is (``ValueError`` for a
+    question of no template here)."""
+    if question == "how many objects are there?":
+        return "count of objects"
+    if question == "what colour is the largest object?":
+        return "largest colour"
+    for prefix, kind in (("how many ", "count of a shape"), ("is there a ", "existence"),
+                         ("are there more ", "more than"), ("what colour is the ", "colour of a shape")):
+        if question.startswith(prefix):
+            return kind
+    if "to the left of" in question:
+        return "left of"
+    if " above " in question:
+        return "above"
+    if "large or small" in question:
+        return "size"
+    if question.startswith(("what shape is the ", "what is the shape of the ")):
+        return "shape"
+    raise ValueError(f"not a question of the scene templates: {question!r}")
 
 
 def vocabulary() -> List[str]:
