@@ -86,7 +86,7 @@ def test_captions_and_answers_agree_with_the_objects():
                 assert n1 != n2 and ans == ("yes" if n1 > n2 else "no")
     kinds = {scenes.question_type(q) for s in SAMPLE for q, _ in s.qa}
     assert kinds == set(scenes.QUESTION_TYPES)
-    with pytest.raises(ValueError, match="template"):
+    with pytest.raises(BadInputError, match="template"):
         scenes.question_type("what is the meaning of life?")
 
 

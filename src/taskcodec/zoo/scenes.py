@@ -230,7 +230,7 @@ QUESTION_TYPES = ("shape", "colour of a shape", "size", "existence", "count of a
 
 
 def question_type(question: str) -> str:
-    """Which of :data:`QUESTION_TYPES` a question of :func:`scene` is (``ValueError`` for a
+    """Which of :data:`QUESTION_TYPES` a question of :func:`scene` is (``BadInputError`` for a
     question of no template here)."""
     if question == "how many objects are there?":
         return "count of objects"
@@ -248,7 +248,7 @@ def question_type(question: str) -> str:
         return "size"
     if question.startswith(("what shape is the ", "what is the shape of the ")):
         return "shape"
-    raise ValueError(f"not a question of the scene templates: {question!r}")
+    raise BadInputError(f"not a question of the scene templates: {question!r}")
 
 
 def vocabulary() -> List[str]:
