@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common.hpp"
+#include "taskcodec/sketch.hpp"
 #include "taskcodec/sparse.hpp"
 
 namespace taskcodec::py_bindings {
@@ -217,6 +218,47 @@ py::tuple encode_values_py(const py::object& v, int coding, uint32_t block_log2,
   return py::make_tuple(py::bytes(reinterpret_cast<const char*>(out.data()), out.size()), deq);
 }
 
+SketchShape sketch_shape(uint32_t rows, uint64_t cols, uint64_t seed) {
+  SketchShape s;
+  s.rows = rows;
+  s.cols = cols;
+  s.seed = seed;
+  check(check_sketch_shape(s));
+  return s;
+}
+
+// Adds the sketch of x (float32, any shape, read flat) to table (float32 [rows, cols]).
+void sketch_accumulate_py(const py::object& x, const py::object& table, uint32_t rows, uint64_t cols, uint64_t seed,
+                          int threads) {
+  F32 a = f32_view(x, "update", false);
+  F32 t = f32_view(table, "sketch table", true);
+  const SketchShape s = sketch_shape(rows, cols, seed);
+  if (static_cast<uint64_t>(t.size()) != static_cast<uint64_t>(rows) * cols) {
+    throw CoreError(Status::kInvalidArgument, "the sketch table holds " + std::to_string(t.size()) +
+                                                  " values, rows x cols is " + std::to_string(rows * cols));
+  }
+  float* tp = t.mutable_data();
+  py::gil_scoped_release nogil;
+  check(sketch_accumulate(a.data(), static_cast<size_t>(a.size()), s, tp, threads));
+}
+
+py::array_t<float> sketch_query_py(const py::object& table, uint64_t n, uint32_t rows, uint64_t cols, uint64_t seed,
+                                   int threads) {
+  F32 t = f32_view(table, "sketch table", false);
+  const SketchShape s = sketch_shape(rows, cols, seed);
+  if (static_cast<uint64_t>(t.size()) != static_cast<uint64_t>(rows) * cols) {
+    throw CoreError(Status::kInvalidArgument, "the sketch table holds " + std::to_string(t.size()) +
+                                                  " values, rows x cols is " + std::to_string(rows * cols));
+  }
+  py::array_t<float> out(static_cast<py::ssize_t>(n));
+  float* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    check(sketch_query(t.data(), static_cast<size_t>(n), s, op, threads));
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_sparse(py::module_& m) {
@@ -235,6 +277,11 @@ void register_sparse(py::module_& m) {
   m.def("sparse_decode", &decode_py, py::arg("blob"), py::arg("max_tensors"), py::arg("max_elements"));
   m.def("sparse_accumulate", &accumulate_py, py::arg("blob"), py::arg("dense"), py::arg("weight"),
         py::arg("max_tensors"), py::arg("max_elements"));
+  m.def("sketch_accumulate", &sketch_accumulate_py, py::arg("x"), py::arg("table"), py::arg("rows"),
+        py::arg("cols"), py::arg("seed"), py::arg("threads") = 0);
+  m.def("sketch_query", &sketch_query_py, py::arg("table"), py::arg("n"), py::arg("rows"), py::arg("cols"),
+        py::arg("seed"), py::arg("threads") = 0);
+  m.attr("SKETCH_MAX_ROWS") = kMaxSketchRows;
   m.attr("SPARSE_DEFAULT_MAX_TENSORS") = kDefaultMaxTensors;
   m.attr("SPARSE_DEFAULT_MAX_ELEMENTS") = kDefaultMaxElements;
 }

@@ -76,6 +76,7 @@ def decode(
 def read_header(blob: Any, max_symbols: int) -> Dict[str, Any]: ...
 
 # ---- sparse updates (taskcodec.fl; docs/format.md section 21) ----
+SKETCH_MAX_ROWS: int
 SPARSE_DEFAULT_MAX_TENSORS: int
 SPARSE_DEFAULT_MAX_ELEMENTS: int
 
@@ -113,6 +114,12 @@ def sparse_encode_selected(
     seed: int,
     stream: int,
 ) -> Tuple[bytes, npt.NDArray[np.float32]]: ...
+def sketch_accumulate(
+    x: npt.NDArray[np.float32], table: npt.NDArray[np.float32], rows: int, cols: int, seed: int, threads: int = 0
+) -> None: ...
+def sketch_query(
+    table: npt.NDArray[np.float32], n: int, rows: int, cols: int, seed: int, threads: int = 0
+) -> npt.NDArray[np.float32]: ...
 
 # ---- CUDA (taskcodec.codec.gpu, taskcodec.fl.gpu; docs/gpu.md) ----
 # Device buffers and CUDA streams travel as integer addresses. Without the CUDA kernels only
