@@ -11,11 +11,14 @@ checksummed frame of kind "sparse update" (docs/format.md section 21)::
 Modules: :mod:`~taskcodec.fl.coding` (top-k and value-coding settings),
 :mod:`~taskcodec.fl.updates` (what an update is), :mod:`~taskcodec.fl.compressor` (one round
 of top-k with error feedback), :mod:`~taskcodec.fl.frames` (reading, decompressing and
-accumulating frames), :mod:`~taskcodec.fl.gpu` (the device kernels).
+accumulating frames), :mod:`~taskcodec.fl.gpu` (the device kernels), :mod:`~taskcodec.fl.secure` (compressors
+whose sum is all the server needs: shared-support top-k and count sketches, for secure
+aggregation).
 
 Importing this package needs only numpy. :mod:`taskcodec.fl.flower` (Flower client mod and
-server strategy wrapper) imports ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
-imports ``torch``; both load on first use.
+server strategy wrapper) and :mod:`taskcodec.fl.flower_secure` (the same under Flower's
+SecAgg+) import ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
+imports ``torch``; they load on first use.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from taskcodec.fl.coding import (
 )
 from taskcodec.fl.compressor import TopKCompressor
 from taskcodec.fl.frames import accumulate, decompress, read_update
+from taskcodec.fl.secure import CountSketch, SketchServer, SupportClient, SupportPlanner
 
 __all__ = [
     "TopKCompressor",
@@ -43,12 +47,17 @@ __all__ = [
     "read_update",
     "topk_count",
     "topk_select",
+    "CountSketch",
+    "SketchServer",
+    "SupportClient",
+    "SupportPlanner",
     "flower",
+    "flower_secure",
     "ddp",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("flower", "ddp"):
+    if name in ("flower", "flower_secure", "ddp"):
         return importlib.import_module(f"taskcodec.fl.{name}")
     raise AttributeError(f"module 'taskcodec.fl' has no attribute {name!r}")
