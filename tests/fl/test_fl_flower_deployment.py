@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ci_support import install_hint, missing, require
 
@@ -116,8 +117,9 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError(f"the SuperLink did not listen on port {port} within {timeout} s")
 
 
-@pytest.mark.slow
-def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
+def _deploy(tmp_path, modules, components: str, nodes: int, extra_env=None):
+    """Runs the Flower App made of ``modules`` (copied from this folder) on a loopback SuperLink
+    with ``nodes`` SuperNodes; its summary (the run config's ``out``)."""
     bindir = os.path.dirname(sys.executable)
     path = os.pathsep.join([bindir, os.environ.get("PATH", "")])
     exe = {t: shutil.which(t, path=path) for t in TOOLS}
@@ -130,20 +132,18 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
         missing(f"the deployment commands here are those of flwr >= 1.42 (what the fl extra requires); "
                 f"installed: {flwr.__version__}", install_hint("flwr"))
 
-    import flower_deploy_app as deploy
-
     app = tmp_path / "app"
     app.mkdir()
-    for name in ("flower_app.py", "flower_deploy_app.py"):
+    for name in modules:
         shutil.copy(HERE / name, app / name)
-    (app / "pyproject.toml").write_text(PYPROJECT)
-    link_port, *node_ports = _free_ports(1 + deploy.NODES)
+    (app / "pyproject.toml").write_text(PYPROJECT.replace("flower_deploy_app", components))
+    link_port, *node_ports = _free_ports(1 + nodes)
     home = tmp_path / "flwr-home"
     home.mkdir()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "loopback"\n\n[superlink.loopback]\n'
         f'address = "127.0.0.1:{link_port}"\ninsecure = true\n')
-    env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_UPDATE_CHECK="1", PATH=path)
+    env = dict(os.environ, FLWR_HOME=str(home), FLWR_DISABLE_UPDATE_CHECK="1", PATH=path, **(extra_env or {}))
     # The ServerApp and ClientApp processes import taskcodec from where this test does.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and Path(p).resolve() != HERE)
     out = tmp_path / "summary.json"
@@ -171,10 +171,10 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
         for k, port in enumerate(node_ports):
             procs.append(start(f"supernode{k}", "flower-supernode", "--insecure",
                                "--superlink", f"127.0.0.1:{link_port}", "--port", str(port),
-                               "--node-config", f"partition-id={k} num-partitions={deploy.NODES}"))
+                               "--node-config", f"partition-id={k} num-partitions={nodes}"))
         run = subprocess.run([exe["flwr"], "run", str(app), "loopback", "--stream",
                               "--run-config", f'out="{out}"'],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=420)
     finally:
         _stop(procs)
         for f in logs.values():
@@ -182,7 +182,14 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + tails()
     assert out.exists(), run.stdout[-3000:] + tails()
-    res = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
+    import flower_deploy_app as deploy
+
+    res = _deploy(tmp_path, ("flower_app.py", "flower_deploy_app.py"), "flower_deploy_app", deploy.NODES)
     losses = res["losses"]
     assert len(losses) == deploy.ROUNDS + 1, losses
     # Round 2's frame from partition 3 is corrupted: dropped with its reason, the round goes on.
@@ -204,3 +211,28 @@ def test_deployment_on_loopback_with_dropout_and_a_corrupt_update(tmp_path):
     # Error feedback across rounds through each SuperNode's context: the loss keeps falling.
     assert losses[-1] < 0.5 * losses[0], losses
     assert all(b <= a for a, b in zip(losses, losses[1:])), losses
+
+
+@pytest.mark.slow
+def test_secure_aggregation_deployment_ten_supernodes_with_dropout(tmp_path):
+    """SecAgg+ with the shared-support compressor on a loopback SuperLink with ten SuperNodes,
+    30 % of them dropping out of each round: every round completes with the sum of the
+    survivors (SecAgg+ reconstructs the masks of the others), and the loss falls."""
+    import flower_app
+    import secure_deploy_app as deploy
+
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    res = _deploy(tmp_path, ("flower_app.py", "secure_app.py", "secure_deploy_app.py"), "secure_deploy_app",
+                  deploy.NODES, extra_env={"TASKCODEC_SPY_DIR": str(spy)})
+    losses = res["losses"]
+    assert len(losses) == deploy.ROUNDS + 1 and losses[-1] < 0.75 * losses[0], losses
+    step = 2 * 8.0 / 2 ** 22
+    for rnd in range(1, deploy.ROUNDS + 1):
+        survivors = [p for p in range(deploy.NODES) if not flower_app.dropped(rnd, p)]
+        vecs = {p: np.load(spy / f"vec-{rnd}-{p}.npy") for p in survivors}
+        assert sorted(f.name for f in spy.glob(f"vec-{rnd}-*.npy")) == sorted(f"vec-{rnd}-{p}.npy" for p in survivors)
+        agg = np.load(spy / f"agg-{rnd}.npy")
+        assert np.abs(agg - np.mean(list(vecs.values()), axis=0)).max() < 2 * step
+    frames = {int(r): n for r, n in res["downlink_frames"].items()}
+    assert frames[1] == 0 and all(frames[r] > 0 for r in range(2, deploy.ROUNDS + 1)), frames
