@@ -142,6 +142,23 @@ def secure_compression_mod() -> Callable[[Message, Context, Callable], Message]:
         if cfg.get(PREFIX + "method") not in METHODS:
             return call_next(msg, context)
         version, model = _model_from(cfg, fitins, context.state)
+        n = sum(a.size for a in model)
+        support = decay = None
+        if cfg[PREFIX + "method"] == "support":  # everything is checked before training
+            (_, _), support = read_support_frame(cfg.get(PREFIX + "support"), n)
+            try:
+                decay = float(cfg[PREFIX + "decay"])
+                SupportClient(1, decay=decay)
+            except (KeyError, TypeError, ValueError, TaskcodecError) as e:
+                raise DownlinkMismatch(f"the support config is malformed: {e!r}") from None
+        else:
+            try:
+                rows, cols, seed = (int(cfg[PREFIX + k]) for k in ("rows", "cols", "seed"))
+                if rows * cols > 4 * n:  # a sketch never needs more cells than this; refuse absurd sizes
+                    raise TaskcodecError(f"a sketch of {rows} x {cols} cells for a model of {n} values")
+                sk = CountSketch(n, rows=rows, cols=cols, seed=seed)
+            except (KeyError, TypeError, ValueError, TaskcodecError) as e:
+                raise DownlinkMismatch(f"the sketch config is malformed: {e!r}") from None
         msg.content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(
             ndarrays_to_parameters(model), keep_input=True)
         reply = call_next(msg, context)
@@ -152,14 +169,8 @@ def secure_compression_mod() -> Callable[[Message, Context, Callable], Message]:
         if [a.shape for a in trained] != [a.shape for a in model]:
             raise TaskcodecError("the trained model's tensors differ from the model received")
         delta = _flat(trained) - _flat(model)
-        n = delta.size
-        if cfg[PREFIX + "method"] == "support":
-            (_, _), support = read_support_frame(cfg.get(PREFIX + "support"), n)
-            try:
-                decay = float(cfg[PREFIX + "decay"])
-                client = SupportClient(n, decay=decay)
-            except (KeyError, TypeError, ValueError, TaskcodecError) as e:
-                raise DownlinkMismatch(f"the support config is malformed: {e!r}") from None
+        if support is not None:
+            client = SupportClient(n, decay=decay)
             if _STATE_RESIDUAL in context.state:
                 held = context.state[_STATE_RESIDUAL]["r"].numpy()
                 if held.size == n:
@@ -167,13 +178,6 @@ def secure_compression_mod() -> Callable[[Message, Context, Callable], Message]:
             vector = client.encode(delta, support)
             context.state[_STATE_RESIDUAL] = ArrayRecord({"r": Array(client.residual)})
         else:
-            try:
-                rows, cols, seed = (int(cfg[PREFIX + k]) for k in ("rows", "cols", "seed"))
-            except (KeyError, TypeError, ValueError) as e:
-                raise DownlinkMismatch(f"the sketch config is malformed: {e!r}") from None
-            if rows * cols > 4 * n:  # a sketch never needs more cells than this; refuse absurd sizes
-                raise DownlinkMismatch(f"a sketch of {rows} x {cols} cells for a model of {n} values")
-            sk = CountSketch(n, rows=rows, cols=cols, seed=seed)
             vector = sk.sketch(delta).reshape(-1)
         reply.content.array_records["fitres.parameters"] = compat.parameters_to_arrayrecord(
             ndarrays_to_parameters([vector]), keep_input=True)
