@@ -29,6 +29,7 @@ reconstructs the masks of the clients that drop out).
 
 Run: python bench/fl_secagg.py [--rounds 60] [--seeds 0 1] [--partitions iid dir0.5]
          [--configs ...] [--json PATH] [--out DIR]
+     python bench/fl_secagg.py --from-json DIR/fl_secagg.json --out DIR   (tables and plot again)
 """
 
 from __future__ import annotations
@@ -337,8 +338,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None, help="write the results here (default: OUT/fl_secagg.json)")
+    ap.add_argument("--from-json", metavar="JSON",
+                    help="no training: the tables and the plot again from a saved fl_secagg.json, to --out")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        result.update(tables(result["runs"]))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "fl_secagg.json").write_text(json.dumps(result, indent=1))
+        report(result, Path(args.out))
+        return 0
     # Flower's simulation runs the ClientApps in Ray workers: they import this folder's modules.
     here = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
@@ -366,7 +376,7 @@ def main(argv=None) -> int:
                       f"{row['uplink_bytes_per_client_round'] / 1e3:.1f} kB (payload "
                       f"{row['uplink_payload_bytes_per_client_round'] / 1e3:.1f} kB), {row['wall_s']:.0f} s", flush=True)
     result = {"benchmark": "fl_secagg", "args": vars(args), "runs": runs, "machine": machine,
-              "wall_s": time.time() - t0, "configs": table(runs),
+              "wall_s": time.time() - t0, **tables(runs),
               "target": ">= 20x fewer uplink payload bytes than dense SecAgg+ at <= 1 point accuracy loss "
                         "against dense FedAvg (IID and Dirichlet 0.5, worst seed)"}
     path = Path(args.json) if args.json else out / "fl_secagg.json"
@@ -376,8 +386,9 @@ def main(argv=None) -> int:
 
 
 def table(runs: List[Dict]) -> Dict:
-    """Per config: mean over runs of the byte counts, mean final accuracy, and the worst loss
-    against dense FedAvg of the same partition and seed."""
+    """Per config: mean over runs of the byte counts, mean final accuracy, the worst loss against
+    dense FedAvg of the same partition and seed, and the smallest payload ratio against dense
+    SecAgg+ of the same partition and seed."""
     ref = {(r["partition"], r["seed"]): r["final_accuracy"] for r in runs if r["config"] == "dense-fedavg"}
     sec = {(r["partition"], r["seed"]): r["uplink_payload_bytes_per_client_round"]
            for r in runs if r["config"] == "dense-secagg"}
@@ -389,6 +400,7 @@ def table(runs: List[Dict]) -> Dict:
                 "uplink_keyshare_bytes_per_client_round", "downlink_bytes_per_client_round")}
         row["final_accuracy"] = float(np.mean([r["final_accuracy"] for r in rs]))
         row["link_s_per_round"] = float(np.mean([r["link_s_per_round"] for r in rs]))
+        row["runs"] = len(rs)
         losses = [ref[(r["partition"], r["seed"])] - r["final_accuracy"] for r in rs if (r["partition"], r["seed"]) in ref]
         if losses:
             row["worst_loss_points"] = 100 * max(losses)
@@ -400,17 +412,27 @@ def table(runs: List[Dict]) -> Dict:
     return out
 
 
+def tables(runs: List[Dict]) -> Dict:
+    """``configs`` over every run, and ``by_partition``: the same per partition."""
+    parts = list(dict.fromkeys(r["partition"] for r in runs))
+    return {"configs": table(runs), "by_partition": {p: table([r for r in runs if r["partition"] == p]) for p in parts}}
+
+
 def report(result: Dict, out: Path) -> None:
-    lines = ["| config | uplink / client / round (payload + key sharing) | vs dense SecAgg+ payload | downlink / "
-             "client / round | final accuracy (mean) | worst loss vs dense FedAvg | link time / round |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in result["configs"].items():
-        lines.append(f"| {name} | {r['uplink_bytes_per_client_round'] / 1e3:.1f} kB "
-                     f"({r['uplink_payload_bytes_per_client_round'] / 1e3:.1f} + "
-                     f"{r['uplink_keyshare_bytes_per_client_round'] / 1e3:.1f}) | "
-                     f"{r.get('payload_vs_dense_secagg', float('nan')):.1f}x | "
-                     f"{r['downlink_bytes_per_client_round'] / 1e3:.1f} kB | {100 * r['final_accuracy']:.2f} % | "
-                     f"{r.get('worst_loss_points', float('nan')):+.2f} pt | {r['link_s_per_round']:.2f} s |")
+    lines = ["| split | config | uplink / client / round (payload + key sharing) | payload vs dense SecAgg+ | "
+             "downlink / client / round | final accuracy (mean) | loss vs dense FedAvg (worst seed) | "
+             "link time / round |", "|---|---|---|---|---|---|---|---|"]
+    for pname, rows in result["by_partition"].items():
+        for name, r in rows.items():
+            ratio = r.get("payload_vs_dense_secagg")
+            loss = r.get("worst_loss_points")
+            lines.append(
+                f"| {pname} | {name} | {r['uplink_bytes_per_client_round'] / 1e3:.1f} kB "
+                f"({r['uplink_payload_bytes_per_client_round'] / 1e3:.1f} + "
+                f"{r['uplink_keyshare_bytes_per_client_round'] / 1e3:.1f}) | "
+                f"{'—' if ratio is None else f'{ratio:.1f}×'} | {r['downlink_bytes_per_client_round'] / 1e3:.1f} kB | "
+                f"{100 * r['final_accuracy']:.2f} % | {'—' if name == 'dense-fedavg' else f'{loss:+.2f} pt'} | "
+                f"{r['link_s_per_round']:.2f} s |")
     text = "\n".join(lines)
     print(text)
     (out / "fl_secagg.md").write_text(text + "\n")

@@ -102,6 +102,12 @@ def test_fl_secagg_smoke(tmp_path):
     assert dense > 8 * 159_010  # int64 numbers of the 2^32 field, one per parameter
     assert configs["support-secagg"]["uplink_payload_bytes_per_client_round"] < dense / 2
     assert (tmp_path / "fl_secagg.png").stat().st_size > 0 and (tmp_path / "fl_secagg.md").exists()
+    assert res["by_partition"]["iid"] == configs  # one partition: the same table
+    # Tables and plot again from the saved runs, without training.
+    again = tmp_path / "again"
+    out = _run([str(ROOT / "bench" / "fl_secagg.py"), "--from-json", str(tmp_path / "secagg.json")], again)
+    assert json.loads((again / "fl_secagg.json").read_text())["configs"] == configs
+    assert "| iid | support-secagg |" in out and (again / "fl_secagg.png").stat().st_size > 0
 
 
 def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
