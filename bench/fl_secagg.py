@@ -345,6 +345,7 @@ def main(argv=None) -> int:
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         result.update(tables(result["runs"]))
+        result["args"] = {k: v for k, v in result["args"].items() if k not in ("out", "json", "from_json", "data")}
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "fl_secagg.json").write_text(json.dumps(result, indent=1))
         report(result, Path(args.out))
@@ -375,7 +376,8 @@ def main(argv=None) -> int:
                 print(f"  seed {seed} {pname:>6} {config:>15}: acc {row['final_accuracy']:.4f}, uplink/client/round "
                       f"{row['uplink_bytes_per_client_round'] / 1e3:.1f} kB (payload "
                       f"{row['uplink_payload_bytes_per_client_round'] / 1e3:.1f} kB), {row['wall_s']:.0f} s", flush=True)
-    result = {"benchmark": "fl_secagg", "args": vars(args), "runs": runs, "machine": machine,
+    kept = {k: v for k, v in vars(args).items() if k not in ("out", "json", "from_json", "data")}
+    result = {"benchmark": "fl_secagg", "args": kept, "runs": runs, "machine": machine,
               "wall_s": time.time() - t0, **tables(runs),
               "target": ">= 20x fewer uplink payload bytes than dense SecAgg+ at <= 1 point accuracy loss "
                         "against dense FedAvg (IID and Dirichlet 0.5, worst seed)"}

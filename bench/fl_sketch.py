@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fl_sketch.json").write_text(json.dumps(
-        {"benchmark": "fl_sketch", "args": vars(args), "rows": rows, "torch_hash_mib": extra,
+        {"benchmark": "fl_sketch", "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows, "torch_hash_mib": extra,
          "machine": describe_machine()}, indent=1))
     return 0
 
