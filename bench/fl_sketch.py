@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-
-
-def _time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from fl_topk import timeit  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -82,7 +72,7 @@ def main(argv=None) -> int:
     torch_sketch()
     rows = []
     for what, ours, peer in (("sketch", tc_sketch, torch_sketch), ("query", tc_query, torch_query)):
-        t_ours, t_peer = _time(ours, args.repeats), _time(peer, args.repeats)
+        t_ours, t_peer = timeit(ours, args.repeats), timeit(peer, args.repeats)
         rows.append({"op": what, "taskcodec_s": t_ours, "torch_s": t_peer, "speedup": t_peer / t_ours})
         print(f"{what:>6}: taskcodec {t_ours * 1e3:8.1f} ms   torch (CSVec style) {t_peer * 1e3:8.1f} ms   "
               f"{t_peer / t_ours:5.2f}x", flush=True)
