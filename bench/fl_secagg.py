@@ -294,7 +294,7 @@ def simulate(config: str) -> Dict:
     return dict(RESULT)
 
 
-def summarize(config: str, res: Dict, clients: int, dense_bytes: int) -> Dict:
+def summarize(res: Dict, dense_bytes: int) -> Dict:
     """Per client and round: payload, key-sharing and total uplink bytes, download bytes."""
     rounds = sorted(res["wire"], key=lambda r: int(r) if r.isdigit() else 0)
     payload, keys, down, replies = [], [], [], []
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
                 t = time.time()
                 res = simulate(config)
                 dense = 4 * sum(p.numel() for p in model_and_arrays().parameters())
-                row = dict(summarize(config, res, args.clients, dense), config=config, seed=seed, partition=pname,
+                row = dict(summarize(res, dense), config=config, seed=seed, partition=pname,
                            wall_s=time.time() - t)
                 runs.append(row)
                 print(f"  seed {seed} {pname:>6} {config:>15}: acc {row['final_accuracy']:.4f}, uplink/client/round "

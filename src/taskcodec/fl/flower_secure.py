@@ -245,6 +245,7 @@ class SecureCompressedStrategy(Strategy):
             TopKCompressor(**self._downlink_args)  # validate now
         self._down: Optional[TopKCompressor] = None
         self._model: Optional[List[np.ndarray]] = None
+        self._model_crc = 0  # _crc(self._model), kept with it
         self._velocity: Optional[np.ndarray] = None
         self._planner: Optional[SupportPlanner] = None
         self._sketcher: Optional[SketchServer] = None
@@ -270,6 +271,7 @@ class SecureCompressedStrategy(Strategy):
     def _start(self, model: List[np.ndarray]) -> None:
         n = sum(a.size for a in model)
         self._model = [a.copy() for a in model]
+        self._model_crc = _crc(self._model)
         self._velocity = np.zeros(n, np.float32)
         self._version, self._last_frame = 1, None
         self._node_version.clear()
@@ -286,17 +288,18 @@ class SecureCompressedStrategy(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> List[Tuple[Any, FitIns]]:
         model = parameters_to_ndarrays(parameters)
+        crc = _crc(model)
         if self._model is None or [a.shape for a in model] != [a.shape for a in self._model]:
             self._start(model)  # a new model: start over
-        elif _crc(model) != _crc(self._model):
+        elif crc != self._model_crc:
             # Not the model this wrapper made (an outer wrapper, e.g. Flower's central DP, added
             # noise to it): adopt it, keep the planner's estimates, and send it dense to everyone.
-            self._model = [a.copy() for a in model]
+            self._model, self._model_crc = [a.copy() for a in model], crc
             self._version += 1
             self._node_version.clear()
         n = sum(a.size for a in model)
         cfg: Dict[str, Any] = {PREFIX + "method": self.method, PREFIX + "n": n, PREFIX + "version": self._version,
-                               PREFIX + "crc": _crc(self._model)}
+                               PREFIX + "crc": self._model_crc}
         if self.method == "support":
             self._support = self._planner.support(server_round)
             cfg[PREFIX + "support"] = support_frame(n, None, self._support)
@@ -338,6 +341,7 @@ class SecureCompressedStrategy(Strategy):
             flat = _flat(self._model)
             flat[si] += sv
             self._model = _unflat(flat, self._model)
+            self._model_crc = _crc(self._model)
         self._last_frame = frame
         self._version += 1
 

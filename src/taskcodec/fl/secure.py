@@ -34,12 +34,11 @@ import numpy as np
 
 import taskcodec._core as _core
 from taskcodec.errors import CorruptStreamError, TaskcodecError
+from taskcodec.fl.coding import VALUE_CODINGS
 
 __all__ = ["CountSketch", "SketchServer", "SupportPlanner", "SupportClient", "support_frame",
            "read_support_frame", "small_tensor_positions"]
 
-_SIGN = 3  # the core's sign value coding: one bit a value (the support frame's values are +1)
-_FLOAT32 = 0
 
 
 class CountSketch:
@@ -267,12 +266,13 @@ def support_frame(n: int, step: Optional[Tuple[np.ndarray, np.ndarray]] = None,
     records, names = [], []
     if step is not None and len(step[0]):
         rec, _ = _core.sparse_encode_selected(np.asarray(step[0], np.uint32), np.asarray(step[1], np.float32), n,
-                                              _FLOAT32, 8, 16, 0, 0)
+                                              VALUE_CODINGS["float32"], 8, 16, 0, 0)
         records.append(rec)
         names.append("step")
     if support is not None and len(support):
         pi = np.asarray(support, np.uint32)
-        rec, _ = _core.sparse_encode_selected(pi, np.ones(pi.size, np.float32), n, _SIGN, 8, 16, 0, 1)
+        # one sign bit a position (every value is +1)
+        rec, _ = _core.sparse_encode_selected(pi, np.ones(pi.size, np.float32), n, VALUE_CODINGS["sign"], 8, 16, 0, 1)
         records.append(rec)
         names.append("support")
     if not records:
