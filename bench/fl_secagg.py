@@ -165,13 +165,12 @@ class MeteredGrid:
         from flwr.common.serde import recorddict_to_proto
 
         messages = list(messages)
-        stage = "train"
-        for m in messages:
-            cfg = m.content.config_records.get("secaggplus_configs")
-            if cfg is not None and "stage" in cfg:
-                stage = str(cfg["stage"])
-            break
-        rnd = messages[0].metadata.group_id if messages else "?"
+        if not messages:
+            return self._grid.send_and_receive(messages, timeout=timeout)
+        # one call is one SecAgg+ stage (or a plain train round): the first message says which
+        cfg = messages[0].content.config_records.get("secaggplus_configs") or {}
+        stage = str(cfg.get("stage", "train"))
+        rnd = messages[0].metadata.group_id
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         entry = self.log.setdefault(str(rnd), {})
         for r in replies:

@@ -143,7 +143,10 @@ def _weights(name: str) -> Path:
     return path
 
 
-def _load(module: Any, path: Path) -> None:
+def load_weights(module: Any, path: Path) -> None:
+    """Load float16 safetensors written by ``scripts/train_scene_models.py`` into ``module``
+    (tied LM-head weights are not stored); :class:`~taskcodec.MissingWeightsError` when they
+    do not match."""
     from safetensors.torch import load_file
 
     state = {k: v.float() for k, v in load_file(str(path)).items()}
@@ -171,18 +174,11 @@ def blip_state(captioner: Any, vqa: Any) -> Dict[str, Any]:
     return blip_module(captioner, vqa).state_dict()
 
 
-def load_weights(module: Any, path: Path) -> None:
-    """Load float16 safetensors written by ``scripts/train_scene_models.py`` into ``module``
-    (tied LM-head weights are not stored); :class:`~taskcodec.MissingWeightsError` when they
-    do not match."""
-    _load(module, path)
-
-
 @functools.lru_cache(maxsize=1)
 def load_blip() -> Tuple[Any, Any]:
     """The shipped captioner and VQA model (eval mode, shared vision model)."""
     captioner, vqa = build_blip()
-    _load(blip_module(captioner, vqa), _weights("scenes-blip"))
+    load_weights(blip_module(captioner, vqa), _weights("scenes-blip"))
     captioner.tie_weights()
     vqa.tie_weights()
     return captioner.eval(), vqa.eval()
@@ -192,7 +188,7 @@ def load_blip() -> Tuple[Any, Any]:
 def load_vit() -> Any:
     """The shipped scene classifier (eval mode)."""
     vit = build_vit()
-    _load(vit, _weights("scenes-vit"))
+    load_weights(vit, _weights("scenes-vit"))
     return vit.eval()
 
 
