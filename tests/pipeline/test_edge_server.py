@@ -51,7 +51,8 @@ def _split(client, body, at=16):
 
 def test_health_models_and_codecs(client):
     h = client.get("/health").json()
-    assert h == {"status": "ok", "models": ["mobilenet_v2", "scenes-blip"]}
+    assert h == {"status": "ok", "models": ["mobilenet_v2", "scenes-blip"], "engine": "uvicorn",
+                 "replicas": 1}
     models = client.get("/v1/models").json()["models"]
     assert set(models["mobilenet_v2"]["tail_ms"]) == {"6", "10", "13", "16"}
     assert set(models["scenes-blip"]["tail_ms"]) == {"1", "2", "4"}

@@ -120,3 +120,51 @@ def test_pipeline_modules_import_no_app_and_split_no_pipeline():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_edge_connection_retries_what_got_no_answer_and_nothing_else():
+    """Idempotent edge requests are sent again after a connection error, a 502 / 503 / 504 or
+    a 500 that is not the edge's own; never after a timeout, a 4xx or the edge's own 500."""
+    import httpx
+
+    from taskcodec.errors import EdgeUnavailable
+    from taskcodec.pipeline.transport import EdgeConnection
+
+    def conn_with(replies, retries=2):
+        seen = []
+
+        def handler(request):
+            seen.append(request.url.path)
+            r = replies[min(len(seen), len(replies)) - 1]
+            if isinstance(r, Exception):
+                raise r
+            return r
+
+        c = EdgeConnection("http://edge", None, 5.0, retries=retries)
+        c.http = httpx.Client(base_url="http://edge", transport=httpx.MockTransport(handler))
+        return c, seen
+
+    ok = httpx.Response(200, json={"answer": "cat"})
+    ours = httpx.Response(500, json={"detail": "internal error (request id 1)",
+                                     "error": "InternalError"})
+    for first in (httpx.Response(503), httpx.Response(502), httpx.Response(500, text="boom"),
+                  httpx.ConnectError("refused"), httpx.RemoteProtocolError("closed")):
+        c, seen = conn_with([first, ok])
+        assert c.request("POST", "/v1/split/m", content=b"x").json() == {"answer": "cat"}
+        assert len(seen) == 2 and c.retried == 1
+    for once in (ours, httpx.Response(400, json={"detail": "bad", "error": "BadInputError"})):
+        c, seen = conn_with([once, ok])
+        r = None
+        try:
+            r = c.request("POST", "/v1/split/m", content=b"x")
+        except EdgeUnavailable as exc:
+            assert "HTTP 500" in str(exc)
+        assert len(seen) == 1 and c.retried == 0 and (r is None or r.status_code == 400)
+    c, seen = conn_with([httpx.ReadTimeout("slow"), ok])
+    with pytest.raises(EdgeUnavailable, match="timed out"):
+        c.request("GET", "/health")
+    assert len(seen) == 1
+    c, seen = conn_with([httpx.Response(503)], retries=2)
+    with pytest.raises(EdgeUnavailable, match=r"HTTP 503.*after 3 tries"):
+        c.request("GET", "/health")
+    assert len(seen) == 3

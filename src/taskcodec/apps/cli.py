@@ -103,11 +103,26 @@ def _cmd_codec_demo(args: argparse.Namespace) -> int:
 
 def _cmd_serve_edge(args: argparse.Namespace) -> int:
     _need(_PIPELINE_MODULES, "pipeline")
+    kw = dict(models=args.models, token=_token(args), max_body_bytes=args.max_body_bytes,
+              calibrate=not args.no_split)
+    if args.engine == "ray":
+        _need(("ray",), "serve")
+        from taskcodec.pipeline.edge_ray import RayEdgeOptions, parse_autoscale, serve_edge_ray
+
+        try:  # every setting checked before the models load
+            options = RayEdgeOptions(
+                replicas=args.replicas, batch=not args.no_batch, threads=args.threads,
+                max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+                autoscale=parse_autoscale(args.autoscale),
+                address=args.ray_address)
+        except TaskcodecError as exc:
+            raise _UsageError(str(exc)) from None
+        serve_edge_ray(args.host, args.port, options=options, **kw)
+        return EXIT_OK
     from taskcodec.pipeline.edge import serve_edge
 
     _threads(args.threads)
-    serve_edge(args.host, args.port, models=args.models, token=_token(args),
-               max_body_bytes=args.max_body_bytes, calibrate=not args.no_split)
+    serve_edge(args.host, args.port, **kw)
     return EXIT_OK
 
 
@@ -226,6 +241,17 @@ def _add_pipeline_commands(sub: Any) -> None:
     p.add_argument("--no-split", action="store_true",
                    help="skip the codec calibration (faster start; no split inference)")
     _add_common(p, token="require this bearer token (or set TASKCODEC_TOKEN)")
+    g = p.add_argument_group("scaling out (--engine ray: Ray Serve, docs/pipeline.md)")
+    g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
+                   help="uvicorn: one process; ray: Ray Serve replicas (default: %(default)s)")
+    g.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (default: 1)")
+    g.add_argument("--no-batch", action="store_true", help="answer requests one by one")
+    g.add_argument("--max-batch-size", type=int, default=16,
+                   help="most requests per batch (default: %(default)s)")
+    g.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="longest wait for a batch to fill, ms (default: %(default)s)")
+    g.add_argument("--autoscale", metavar="MIN:MAX", help="let Ray Serve scale the replicas")
+    g.add_argument("--ray-address", help="join this Ray cluster (e.g. auto), not a new one")
     p.set_defaults(func=_cmd_serve_edge)
 
     p = sub.add_parser("serve-cloud", help="serve the request planner (cloud tier)",

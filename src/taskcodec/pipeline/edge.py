@@ -19,7 +19,8 @@ every path but ``/health`` (``/openapi.json``, ``/docs`` and ``/redoc`` included
 
 import threading
 import time
-from typing import Any, Dict, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from taskcodec.errors import BadInputError, TaskcodecError
 from taskcodec.pipeline.protocol import (DEFAULT_MAX_BODY_BYTES, FRAME_MEDIA_TYPE, MAX_REQUEST_CHARS,
                                          check_text)
 
-__all__ = ["EdgeService", "UnknownModel", "create_edge_app", "serve_edge",
+__all__ = ["EdgeService", "EdgeRequest", "Runner", "threaded_runner", "UnknownModel", "create_edge_app", "serve_edge",
            "DEFAULT_MAX_BODY_BYTES", "FRAME_MEDIA_TYPE"]
 
 
@@ -40,12 +41,16 @@ class EdgeService:
     """The models an edge serves, loaded once; thread-safe (one inference at a time)."""
 
     def __init__(self, models: Sequence[str] = ("mobilenet_v2", "scenes-blip"), *,
-                 calibrate: bool = True, profile_runs: int = 5) -> None:
+                 calibrate: bool = True, profile_runs: int = 5,
+                 state: Optional[Dict[str, Any]] = None) -> None:
         from taskcodec.zoo.runtimes import REGISTRY, load_runtime
 
         self.runtimes: Dict[str, Any] = {name: load_runtime(name) for name in models}
         self.lock = threading.Lock()
         self.info: Dict[str, Dict[str, Any]] = {}
+        if state is not None:  # another edge's calibrations and timings (its replicas)
+            self._restore(state)
+            return
         for name, rt in self.runtimes.items():
             entry = REGISTRY[name].to_json()
             if calibrate:
@@ -54,6 +59,27 @@ class EdgeService:
             entry["tail_ms"] = {at: round(ms, 3) for at, ms in rt.tail_ms(profile_runs).items()}
             entry["full_ms"] = round(self._infer_ms(name, profile_runs), 3)
             self.info[name] = entry
+
+    def state(self) -> Dict[str, Any]:
+        """The codec calibrations and timings as JSON: ``EdgeService(models, state=...)``
+        then serves the same codecs (replicas of one edge must: a device's frame may reach
+        any of them) without calibrating again."""
+        return {"info": self.info,
+                "calibrations": {name: [c.to_json() for c in
+                                        getattr(rt, "calibrations", {}).values()]
+                                 for name, rt in self.runtimes.items()}}
+
+    def _restore(self, state: Dict[str, Any]) -> None:
+        from taskcodec.zoo.runtimes import CodecCalibration
+
+        if set(state.get("info", {})) != set(self.runtimes):
+            raise BadInputError(f"the state is of models {sorted(state.get('info', {}))}, "
+                                f"not {sorted(self.runtimes)}")
+        self.info = state["info"]
+        for name, rt in self.runtimes.items():
+            for d in state["calibrations"].get(name, []):
+                c = CodecCalibration.from_json(d, rt.model)
+                rt.calibrations[(c.at, "learned" if c.kind == "learned" else c.rate)] = c
 
     def _infer_ms(self, name: str, runs: int) -> float:
         """Median ms of a full inference from a camera-sized JPEG (a calibration photo)."""
@@ -80,22 +106,66 @@ class EdgeService:
     def split(self, name: str, at: int, frame: bytes, task: Optional[str] = None,
               question: Optional[str] = None) -> Dict[str, Any]:
         """Decode a head's frame (cut ``at``) and run the tail; the answer as JSON."""
+        return _one(self.run([EdgeRequest("split", name, frame, at, task, question)]))
+
+    def infer(self, name: str, image: bytes, task: Optional[str],
+              question: Optional[str]) -> Dict[str, Any]:
+        """The whole model on a JPEG / PNG; the answer as JSON."""
+        return _one(self.run([EdgeRequest("infer", name, image, None, task, question)]))
+
+    def run(self, requests: Sequence["EdgeRequest"]) -> List[Union[Dict[str, Any],
+                                                                   TaskcodecError]]:
+        """Answer many requests at once, in order: each is checked and decoded on its own (a
+        bad one gets its error, the others their answers); those for the same model, kind,
+        cut and task then run as one batch through the tail or the whole model."""
+        import torch
+
+        results: List[Any] = [None] * len(requests)
+        groups: Dict[Tuple[str, str, Optional[int], str], List[Tuple[int, Any, Any]]] = {}
+        for i, r in enumerate(requests):
+            try:
+                key, x = self._prepare(r)
+            except TaskcodecError as exc:
+                results[i] = exc
+                continue
+            groups.setdefault(key, []).append((i, x, r.question))
+        for (kind, name, at, task), items in groups.items():
+            rt = self.runtimes[name]
+            x = torch.cat([x for _, x, _ in items]) if len(items) > 1 else items[0][1]
+            questions = [q for _, _, q in items]
+            try:
+                with self.lock:
+                    outs = (rt.answer_batch(x, at, task, questions) if kind == "split"
+                            else rt.run_batch(x, task, questions))
+            except TaskcodecError as exc:
+                outs = [exc] * len(items)
+            for (i, _, _), out in zip(items, outs):
+                results[i] = out
+        return results
+
+    def _prepare(self, r: "EdgeRequest") -> Tuple[Tuple[str, str, Optional[int], str], Any]:
+        """The batch key of a request and its input: decoded features ``[1, ...]`` (split) or
+        the preprocessed image (infer)."""
+        rt = self.runtime(r.model)
+        task = self._task(rt, r.model, r.task, r.question)
+        if r.kind == "infer":
+            from taskcodec.zoo.images import decode_jpeg
+
+            # Large photos are decoded reduced (JPEG DCT scaling, else an integer box
+            # reduction), never below twice the models' 256-pixel resize on the short side.
+            return ("infer", r.model, None, task), rt.preprocess(decode_jpeg(r.body, min_side=512))
         import taskcodec as tc
         from taskcodec.zoo.runtimes import decode_feature
 
-        rt = self.runtime(name)
-        task = self._task(rt, name, task, question)
-        cal = [c for (a, _), c in getattr(rt, "calibrations", {}).items() if a == at]
+        cal = [c for (a, _), c in getattr(rt, "calibrations", {}).items() if a == r.at]
         if not cal:
-            raise BadInputError(f"{name} offers no split at cut {at}")
-        info = tc.read_header(frame, max_symbols=16 * int(np.prod(cal[0].shape)))
+            raise BadInputError(f"{r.model} offers no split at cut {r.at}")
+        info = tc.read_header(r.body, max_symbols=16 * int(np.prod(cal[0].shape)))
         # The codec whose tables made the frame; a foreign fingerprint fails in decode with
-        # TableMismatchError.
+        # TableMismatchError. One answer per request: the frame holds one feature map.
         c = next((c for c in cal if c.codec.fingerprint == info.fingerprint), cal[0])
-        with self.lock:
-            # one answer per request: the frame holds one feature map
-            z = decode_feature(c.codec, frame, c.shape, max_batch=1)
-            return rt.answer_features(z, at, task, question)
+        return ("split", r.model, r.at, task), decode_feature(c.codec, r.body, c.shape,
+                                                              max_batch=1)
 
     @staticmethod
     def _task(rt: Any, name: str, task: Optional[str], question: Optional[str]) -> str:
@@ -104,29 +174,45 @@ class EdgeService:
             raise BadInputError(f"{name} does {list(rt.spec.tasks)}, not {task!r}")
         if question is not None:
             check_text(question, "question", MAX_REQUEST_CHARS)
+        elif task == "vqa":
+            raise BadInputError("a VQA request needs a question")
         return task
 
-    def infer(self, name: str, image: bytes, task: Optional[str],
-              question: Optional[str]) -> Dict[str, Any]:
-        from taskcodec.zoo.images import decode_jpeg
 
-        rt = self.runtime(name)
-        task = self._task(rt, name, task, question)
-        # Large photos are decoded reduced (JPEG DCT scaling, else an integer box reduction),
-        # never below twice the models' 256-pixel resize on the short side.
-        photo = decode_jpeg(image, min_side=512)
-        with self.lock:
-            x = rt.preprocess(photo)
-            if name == "mobilenet_v2":
-                return rt.answer(rt.full(x))
-            return rt.run(x, task, question)
+@dataclass(frozen=True)
+class EdgeRequest:
+    """One split (``body`` a frame of cut ``at``) or edge-only (``body`` a JPEG / PNG)
+    request, as :meth:`EdgeService.run` takes them."""
+
+    kind: str  # "split" or "infer"
+    model: str
+    body: bytes
+    at: Optional[int] = None
+    task: Optional[str] = None
+    question: Optional[str] = None
+
+
+Runner = Callable[[EdgeRequest], Awaitable[Dict[str, Any]]]
+"""Answers one request (raises :class:`~taskcodec.TaskcodecError` for a bad one)."""
+
+
+def _one(results: List[Any]) -> Dict[str, Any]:
+    if isinstance(results[0], TaskcodecError):
+        raise results[0]
+    return results[0]
 
 
 def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
                     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                    limits: Optional[Any] = None) -> Any:
+                    limits: Optional[Any] = None, runner: Optional[Runner] = None,
+                    engine: Optional[Callable[[], Dict[str, Any]]] = None) -> Any:
     """The FastAPI application serving ``service``; ``limits`` (a
-    :class:`~taskcodec.pipeline.server_common.ServerLimits`) overrides ``max_body_bytes``."""
+    :class:`~taskcodec.pipeline.server_common.ServerLimits`) overrides ``max_body_bytes``.
+
+    ``runner`` answers one :class:`EdgeRequest` (a coroutine; default: ``service.run`` in the
+    thread pool, one request at a time); Ray Serve's batching plugs in here
+    (:mod:`taskcodec.pipeline.edge_ray`). ``engine`` returns what ``/health`` says of the
+    serving engine (default ``{"engine": "uvicorn", "replicas": 1}``)."""
     from fastapi import FastAPI, Request
 
     from taskcodec.pipeline.server_common import (
@@ -138,6 +224,8 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
     )
 
     limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
+    run = runner or threaded_runner(service)
+    engine_info = engine or (lambda: {"engine": "uvicorn", "replicas": 1})
     app = FastAPI(title="taskcodec edge", version="1")
     metrics = Metrics()
     install_common(app, token=token, metrics=metrics)
@@ -151,7 +239,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
     # answer while inferences queue; the inferences run in the thread pool.
     @app.get("/health")
     async def health() -> Dict[str, Any]:
-        return {"status": "ok", "models": sorted(service.runtimes)}
+        return {"status": "ok", "models": sorted(service.runtimes), **engine_info()}
 
     @app.get("/metrics")
     async def get_metrics() -> Dict[str, Any]:
@@ -181,7 +269,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         body = await read_body(request, limits)
         t0 = time.perf_counter()
         try:
-            out = await _in_thread(service.split, model, at, body, task, question)
+            out = await run(EdgeRequest("split", model, body, at, task, question))
         except TaskcodecError as exc:
             return failure(exc)
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
@@ -193,7 +281,7 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
         body = await read_body(request, limits)
         t0 = time.perf_counter()
         try:
-            out = await _in_thread(service.infer, model, body, task, question)
+            out = await run(EdgeRequest("infer", model, body, None, task, question))
         except TaskcodecError as exc:
             return failure(exc)
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 3)
@@ -202,10 +290,15 @@ def create_edge_app(service: EdgeService, *, token: Optional[str] = None,
     return app
 
 
-async def _in_thread(fn: Any, *args: Any) -> Any:
+def threaded_runner(service: EdgeService) -> Runner:
+    """The default runner: each request on its own, in the server's thread pool (the service
+    lock runs one inference at a time)."""
     from starlette.concurrency import run_in_threadpool
 
-    return await run_in_threadpool(fn, *args)
+    async def run(request: EdgeRequest) -> Dict[str, Any]:
+        return _one(await run_in_threadpool(service.run, [request]))
+
+    return run
 
 
 def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,

@@ -1,7 +1,11 @@
 """HTTP between the device and the servers, with every failure mapped to the error tree.
 
 * Network failures, timeouts and HTTP 5xx from the edge:
-  :class:`~taskcodec.errors.EdgeUnavailable` (the device falls back).
+  :class:`~taskcodec.errors.EdgeUnavailable` (the device falls back). Every edge request is
+  idempotent (an inference changes nothing on the edge), so one that failed before an answer
+  (the connection refused, reset or closed; HTTP 502 / 503 / 504; a 500 that is not the
+  edge's own JSON error, as a proxy answers for a replica that died) is sent again, up to
+  ``retries`` times, after 0.1 s, 0.2 s, ...; a timeout is not (its budget is spent).
 * HTTP 401 / 403 from the edge or the cloud: :class:`~taskcodec.errors.AuthenticationError`
   (a configuration error: the device does not fall back).
 * The cloud planner unreachable, or answering other than 200 / 422:
@@ -13,6 +17,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Dict, Optional
 
 from taskcodec.errors import AuthenticationError, EdgeUnavailable, PlanError, PlanRefused
@@ -42,10 +47,12 @@ def _json_object(r: Any, who: str, error: type) -> Dict[str, Any]:
 class EdgeConnection:
     """An HTTP client for the edge at ``base_url`` (the link emulator's URL when emulated)."""
 
-    def __init__(self, base_url: str, token: Optional[str], timeout_s: float) -> None:
+    def __init__(self, base_url: str, token: Optional[str], timeout_s: float,
+                 retries: int = 2) -> None:
         import httpx
 
-        self.token, self.timeout_s = token, timeout_s
+        self.token, self.timeout_s, self.retries = token, timeout_s, int(retries)
+        self.retried = 0  # requests sent again, over this connection's life
         self.http = httpx.Client(base_url=base_url, headers=auth_headers(token),
                                  timeout=timeout_s)
 
@@ -53,19 +60,31 @@ class EdgeConnection:
         self.http.close()
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
-        """One request; returns the response when it is 2xx, 3xx or 4xx other than 401 / 403."""
+        """One request (retried as the module says); returns the response when it is 2xx,
+        3xx or 4xx other than 401 / 403."""
         import httpx
 
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.TimeoutException as exc:
-            raise EdgeUnavailable(f"edge timed out after {self.timeout_s:g} s ({exc!r})") from None
-        except httpx.HTTPError as exc:
-            raise EdgeUnavailable(f"edge unreachable ({type(exc).__name__}: {exc})") from None
-        _check_token(r, "edge", self.token)
-        if r.status_code >= 500:
-            raise EdgeUnavailable(f"edge failed: HTTP {r.status_code} {r.text[:200]}")
-        return r
+        attempt = 0
+        while True:
+            try:
+                r = self.http.request(method, path, **kw)
+            except httpx.TimeoutException as exc:
+                raise EdgeUnavailable(f"edge timed out after {self.timeout_s:g} s "
+                                      f"({exc!r})") from None
+            except httpx.HTTPError as exc:
+                if attempt >= self.retries or not isinstance(exc, _retried_errors()):
+                    raise EdgeUnavailable(f"edge unreachable ({type(exc).__name__}: {exc})"
+                                          f"{_tries(attempt)}") from None
+            else:
+                _check_token(r, "edge", self.token)
+                if r.status_code < 500:
+                    return r
+                if attempt >= self.retries or not _transient(r):
+                    raise EdgeUnavailable(f"edge failed: HTTP {r.status_code} {r.text[:200]}"
+                                          f"{_tries(attempt)}")
+            attempt += 1
+            self.retried += 1
+            time.sleep(0.1 * attempt)
 
     def get_json(self, path: str) -> Dict[str, Any]:
         """``GET path``, which must answer 200 with a JSON object."""
@@ -74,6 +93,28 @@ class EdgeConnection:
             raise EdgeUnavailable(f"edge: GET {path} answered HTTP {r.status_code} "
                                   f"{r.text[:200]}")
         return json_reply(r)
+
+
+def _retried_errors() -> tuple:
+    """Transport errors after which a request is sent again (it got no answer)."""
+    import httpx
+
+    return (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def _transient(r: Any) -> bool:
+    """An HTTP 5xx worth a retry: 502 / 503 / 504, or a 500 without the edge's JSON error
+    (a 500 of the edge itself is a bug in it, the same on every try)."""
+    if r.status_code in (502, 503, 504):
+        return True
+    try:
+        return r.status_code == 500 and r.json().get("error") != "InternalError"
+    except (ValueError, AttributeError):
+        return True
+
+
+def _tries(attempt: int) -> str:
+    return f" (after {attempt + 1} tries)" if attempt else ""
 
 
 def json_reply(r: Any) -> Dict[str, Any]:

@@ -92,20 +92,42 @@ class MobileNetRuntime(CutRuntime):
     def answer_features(self, z: Any, at: int, task: str = "classify",
                         question: Optional[str] = None) -> Dict[str, Any]:
         """Split: the tail of cut ``at`` on decoded features, and the answer."""
+        return self.answer_batch(z[:1], at, task, [question])[0]
+
+    def answer_batch(self, z: Any, at: int, task: str,
+                     questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
+        """Split, batched: the tail of cut ``at`` on ``[N, C, H, W]`` decoded features (one
+        per request), an answer per row (``questions`` unused: classification)."""
+        self._check_task(task)
+        return self.answers(self.tail(z, at))
+
+    def run_batch(self, x: Any, task: str,
+                  questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
+        """Edge-only, batched: the whole model on ``[N, 3, 224, 224]``, an answer per row."""
+        self._check_task(task)
+        return self.answers(self.full(x))
+
+    @staticmethod
+    def _check_task(task: str) -> None:
         if task != "classify":
             raise BadInputError(f"mobilenet_v2 does ['classify'], not {task!r}")
-        return self.answer(self.tail(z, at))
 
     def tail_ms(self, runs: int = 5) -> Dict[int, float]:
         """The tail of each registered cut, timed on this host (ms)."""
         return {int(str(p.at).rsplit(".", 1)[1]): p.tail_ms for p in self.profile(runs)}
 
     def answer(self, logits: Any) -> Dict[str, Any]:
+        """The answer of the first row of ``logits``."""
+        return self.answers(logits[:1])[0]
+
+    def answers(self, logits: Any) -> List[Dict[str, Any]]:
+        """Class, index and probability of every row of ``logits`` ``[N, 1000]``."""
         import torch
 
-        p = torch.softmax(logits, dim=1)[0]
-        i = int(p.argmax())
-        return {"answer": self.categories[i], "class_index": i, "p": round(float(p[i]), 4)}
+        p = torch.softmax(logits.float(), dim=1)
+        top = p.argmax(dim=1).tolist()
+        return [{"answer": self.categories[i], "class_index": i, "p": round(float(p[r, i]), 4)}
+                for r, i in enumerate(top)]
 
     # ------------------------------------------------------------ calibration, profile
     def calibrate(self, photos: Optional[Sequence[str]] = None) -> None:

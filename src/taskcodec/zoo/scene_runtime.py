@@ -73,33 +73,49 @@ class SceneBlipRuntime(CutRuntime):
 
     def text(self, embeds: Any, task: str, question: Optional[str] = None) -> Dict[str, Any]:
         """The caption or the answer from ``image_embeds`` (one image)."""
+        return self.text_batch(embeds[:1], task, [question])[0]
+
+    def text_batch(self, embeds: Any, task: str,
+                   questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
+        """Captions, or answers to ``questions`` (one per row of ``embeds``), in one batch."""
         from taskcodec.zoo import vlm
 
         if task == "caption":
-            return {"answer": vlm.caption(self.captioner, embeds)[0]}
+            return [{"answer": c} for c in vlm.caption(self.captioner, embeds)]
         if task != "vqa":
             raise BadInputError(f"scenes-blip does {list(self.spec.tasks)}, not {task!r}")
-        if not question:
+        if not all(questions):
             raise BadInputError("a VQA request needs a question")
         # The text encoder holds MAX_QUESTION_TOKENS tokens: a longer question is cut there
         # (its end dropped) and the reply says so.
-        ids, mask, cut = vlm.question_ids([question])
-        return {"answer": vlm.answer_ids(self.vqa, embeds, ids, mask)[0],
-                "question_truncated": bool(cut[0])}
+        ids, mask, cut = vlm.question_ids([str(q) for q in questions])
+        return [{"answer": a, "question_truncated": bool(c)}
+                for a, c in zip(vlm.answer_ids(self.vqa, embeds, ids, mask), cut)]
 
     def run(self, pixel_values: Any, task: str, question: Optional[str] = None) -> Dict[str, Any]:
         """Edge-only: the whole model from the pixels."""
+        return self.run_batch(pixel_values[:1], task, [question])[0]
+
+    def run_batch(self, pixel_values: Any, task: str,
+                  questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
+        """Edge-only, batched: the whole model on ``[N, 3, 224, 224]``, an answer per row."""
         import torch
 
         if self.processor is not None:
-            return self._run_real(pixel_values, task, question)
+            return [self._run_real(pixel_values[i:i + 1], task, q)
+                    for i, q in enumerate(questions)]
         with torch.inference_mode():
             embeds = self.vision(pixel_values=pixel_values).last_hidden_state
-        return self.text(embeds, task, question)
+        return self.text_batch(embeds, task, questions)
 
     def answer_features(self, z: Any, at: int, task: str, question: Optional[str]) -> Dict[str, Any]:
         """Split: the rest of the vision model from the token map ``z``, then the text."""
-        return self.text(self.tail(z, at), task, question)
+        return self.answer_batch(z[:1], at, task, [question])[0]
+
+    def answer_batch(self, z: Any, at: int, task: str,
+                     questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
+        """Split, batched: the rest of the vision model on ``[N, 65, 128]`` token maps."""
+        return self.text_batch(self.tail(z, at), task, questions)
 
     def _run_real(self, pixel_values: Any, task: str, question: Optional[str]) -> Dict[str, Any]:
         import torch

@@ -1,0 +1,261 @@
+"""The edge server on Ray Serve: replicas, dynamic batching and autoscaling.
+
+``taskcodec serve-edge --engine ray --replicas N`` serves the same FastAPI application as the
+default engine (:func:`taskcodec.pipeline.edge.create_edge_app`: routes, token, body limits,
+JSON errors, metrics) as a Ray Serve deployment (``serve.ingress``) of ``N`` replicas. Each
+replica loads the models; the codec calibrations are computed once, by the process that
+starts the deployment, and handed to every replica, so a device's frame decodes on any of them.
+
+With batching on, the concurrent split and edge-only requests that reach a replica are
+gathered by ``@serve.batch`` (up to ``max_batch_size``, waiting at most ``batch_wait_ms`` for
+more) and :meth:`EdgeService.run` answers them together: each request is checked and decoded
+on its own, so a malformed frame gets its own 400 and the rest their answers, and those of
+the same model, cut and task go through the tail (or the whole model) as one batch.
+
+``/health`` adds ``"engine": "ray"``, ``"replicas"`` (the deployment's running replicas, as
+Ray Serve's controller counts them) and the batching settings. The process that started a
+local Ray instance stops it on SIGINT / SIGTERM (Ray Serve first, then Ray), leaving no Ray
+process behind; with ``address`` it joins an existing cluster and only deletes its
+application. Ray Serve's HTTP proxy, not uvicorn's settings here, handles the connections:
+see docs/pipeline.md, "Scaling out".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from taskcodec.errors import BadInputError, TaskcodecError
+from taskcodec.pipeline.edge import EdgeRequest, EdgeService, Runner, create_edge_app
+
+__all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "batching_runner", "parse_autoscale",
+           "APP_NAME", "DEPLOYMENT_NAME"]
+
+APP_NAME = "taskcodec-edge"
+# No access log line per request (the edge's /metrics counts them): warnings and errors only.
+_LOGGING = {"log_level": "WARNING", "enable_access_log": False}
+DEPLOYMENT_NAME = "TaskcodecEdge"
+
+
+@dataclass(frozen=True)
+class RayEdgeOptions:
+    """How the edge runs on Ray Serve.
+
+    ``replicas``: replicas of the deployment (ignored under ``autoscale``). ``batch``: gather
+    concurrent requests (``max_batch_size``, ``batch_wait_ms``). ``threads``: torch threads
+    per replica (0: this machine's cores / replicas). ``replica_cpus``: CPUs Ray reserves per
+    replica. ``autoscale``: ``(min, max)`` replicas, scaled to keep about
+    ``target_ongoing`` requests per replica. ``address``: an existing Ray cluster to join
+    (``"auto"``, ``"ray://head:10001"``); None starts a local Ray instance."""
+
+    replicas: int = 1
+    batch: bool = True
+    max_batch_size: int = 16
+    batch_wait_ms: float = 5.0
+    threads: int = 0
+    replica_cpus: float = 1.0
+    autoscale: Optional[Tuple[int, int]] = None
+    target_ongoing: float = 8.0
+    address: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.replicas) <= 256:
+            raise BadInputError(f"replicas must be 1 to 256, not {self.replicas}")
+        if not 1 <= int(self.max_batch_size) <= 256:
+            raise BadInputError(f"max_batch_size must be 1 to 256, not {self.max_batch_size}")
+        if not 0 <= float(self.batch_wait_ms) <= 1000:
+            raise BadInputError(f"batch_wait_ms must be 0 to 1000, not {self.batch_wait_ms}")
+        if int(self.threads) < 0 or not float(self.replica_cpus) >= 0:
+            raise BadInputError("threads and replica_cpus must not be negative")
+        if self.autoscale is not None:
+            lo, hi = (int(v) for v in self.autoscale)
+            if not 0 <= lo <= hi or hi < 1:
+                raise BadInputError(f"autoscale needs 0 <= min <= max, max >= 1; got {lo}:{hi}")
+        if not float(self.target_ongoing) > 0:
+            raise BadInputError(f"target_ongoing must be positive, not {self.target_ongoing}")
+
+    def torch_threads(self) -> int:
+        """Torch threads per replica: ``threads``, else the cores shared out."""
+        most = self.autoscale[1] if self.autoscale else self.replicas
+        return int(self.threads) or max(1, (os.cpu_count() or 1) // max(1, most))
+
+
+def parse_autoscale(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``"MIN:MAX"`` -> ``(MIN, MAX)`` (None for None or empty)."""
+    if not text:
+        return None
+    lo, _, hi = text.partition(":")
+    if not (lo.strip().isdigit() and hi.strip().isdigit()):
+        raise BadInputError(f"autoscale takes MIN:MAX, e.g. 1:4; not {text!r}")
+    return int(lo), int(hi)
+
+
+def batching_runner(service: EdgeService, max_batch_size: int,
+                    batch_wait_s: float) -> Tuple[Runner, Dict[str, int]]:
+    """A runner (see :func:`~taskcodec.pipeline.edge.create_edge_app`) that gathers concurrent
+    requests with Ray Serve's ``@serve.batch`` (inside a Ray Serve replica only) and answers
+    each batch with ``service.run`` in a worker thread (the event loop stays free for
+    ``/health``); and its counts (``batches``, ``requests``)."""
+    from ray import serve
+    from starlette.concurrency import run_in_threadpool
+
+    counts = {"batches": 0, "requests": 0}
+
+    class Batcher:
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+        async def answer(self, requests: List[EdgeRequest]) -> List[Any]:
+            counts["batches"] += 1
+            counts["requests"] += len(requests)
+            return await run_in_threadpool(service.run, requests)
+
+    batcher = Batcher()
+    batcher.answer.set_max_batch_size(int(max_batch_size))
+    batcher.answer.set_batch_wait_timeout_s(float(batch_wait_s))
+
+    async def run(request: EdgeRequest) -> Dict[str, Any]:
+        out = await batcher.answer(request)
+        if isinstance(out, TaskcodecError):
+            raise out
+        return out
+
+    return run, counts
+
+
+def _replica_counter(every_s: float = 1.0) -> Callable[[], Optional[int]]:
+    """The deployment's running replicas, refreshed by a daemon thread (the controller is
+    asked outside the event loop)."""
+    from ray import serve
+
+    seen: Dict[str, Optional[int]] = {"n": None}
+
+    def poll() -> None:
+        while True:
+            try:
+                st = serve.status().applications[APP_NAME].deployments[DEPLOYMENT_NAME]
+                seen["n"] = int(st.replica_states.get("RUNNING", 0))
+            except Exception:  # the controller busy or gone: keep the last count
+                pass
+            time.sleep(every_s)
+
+    threading.Thread(target=poll, name="taskcodec-replica-count", daemon=True).start()
+    return lambda: seen["n"]
+
+
+def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[str],
+                 max_body_bytes: int, options: RayEdgeOptions) -> Callable[[], Any]:
+    """The function every replica calls to build its ASGI app (``serve.ingress``)."""
+    models, opts = list(models), asdict(options)
+
+    def build() -> Any:
+        import torch
+
+        from taskcodec.pipeline.edge import threaded_runner
+        from taskcodec.pipeline.server_common import ServerLimits
+
+        options = RayEdgeOptions(**opts)
+        torch.set_num_threads(options.torch_threads())
+        service = EdgeService(models, state=state)
+        counts: Dict[str, int] = {}
+        if options.batch:
+            runner, counts = batching_runner(service, options.max_batch_size,
+                                             options.batch_wait_ms / 1e3)
+        else:
+            runner = threaded_runner(service)
+        replicas = _replica_counter()
+
+        def engine() -> Dict[str, Any]:
+            # the batches are this replica's (the one answering)
+            return {"engine": "ray", "replicas": replicas(), "torch_threads": torch.get_num_threads(),
+                    "batching": {"on": options.batch, "max_batch_size": options.max_batch_size,
+                                 "batch_wait_ms": options.batch_wait_ms, **counts}}
+
+        return create_edge_app(service, token=token, runner=runner, engine=engine,
+                               limits=ServerLimits(max_body_bytes=max_body_bytes))
+
+    return build
+
+
+def edge_deployment(models: Sequence[str], state: Dict[str, Any], *, token: Optional[str],
+                    max_body_bytes: int, options: RayEdgeOptions) -> Any:
+    """The bound Ray Serve application of the edge (``serve.run`` it)."""
+    from ray import serve
+
+    # Every request a replica holds may be in one batch, and as many wait for the next.
+    ongoing = max(32, 2 * options.max_batch_size)
+    settings: Dict[str, Any] = {
+        "name": DEPLOYMENT_NAME, "max_ongoing_requests": ongoing,
+        "ray_actor_options": {"num_cpus": options.replica_cpus},
+        "health_check_period_s": 2, "graceful_shutdown_timeout_s": 5,
+        "logging_config": _LOGGING}
+    if options.autoscale is not None:
+        lo, hi = options.autoscale
+        settings["autoscaling_config"] = {
+            "min_replicas": lo, "max_replicas": hi, "initial_replicas": max(lo, 1),
+            "target_ongoing_requests": options.target_ongoing}
+    else:
+        settings["num_replicas"] = options.replicas
+    ingress = serve.ingress(_app_builder(models, state, token, max_body_bytes, options))
+    return serve.deployment(**settings)(ingress()).bind()
+
+
+def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
+                   models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
+                   token: Optional[str] = None, max_body_bytes: int,
+                   calibrate: bool = True, options: RayEdgeOptions = RayEdgeOptions(),
+                   ready: Optional[Callable[[], None]] = None,
+                   stop: Optional[threading.Event] = None) -> None:
+    """Calibrate once, deploy ``options.replicas`` replicas on Ray Serve at
+    ``http://host:port/``, serve until SIGINT / SIGTERM (or ``stop`` is set), then shut
+    down: the application, Ray Serve and (when this process started it) Ray."""
+    import ray
+    from ray import serve
+
+    state = EdgeService(models, calibrate=calibrate).state()
+    stop = stop or threading.Event()
+    temp_dir = None
+    if options.address is None:
+        temp_dir = tempfile.mkdtemp(prefix="tcray")
+        most = options.autoscale[1] if options.autoscale else options.replicas
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(most * options.replica_cpus + 0.999)),
+                 include_dashboard=False, _temp_dir=temp_dir, logging_level="WARNING",
+                 log_to_driver=False)
+    else:
+        ray.init(address=options.address, logging_level="WARNING", log_to_driver=False)
+    # after ray.init, whose core worker installs its own SIGTERM handler (it exits at once)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": host, "port": int(port)}, logging_config=_LOGGING)
+        serve.run(edge_deployment(models, state, token=token, max_body_bytes=max_body_bytes,
+                                  options=options), name=APP_NAME, route_prefix="/")
+        print(f"taskcodec edge (ray, {options.replicas if options.autoscale is None else options.autoscale} "
+              f"replicas, batching {'on' if options.batch else 'off'}): serving "
+              f"{sorted(models)} on http://{host}:{port}", flush=True)
+        if ready is not None:
+            ready()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        _shutdown(local=temp_dir is not None)
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _shutdown(local: bool) -> None:
+    import ray
+    from ray import serve
+
+    try:
+        if local:
+            serve.shutdown()
+        else:
+            serve.delete(APP_NAME)
+    finally:
+        ray.shutdown()
