@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Edge load test: throughput and latency against concurrent devices, for the plain
-single-process edge (uvicorn) and the edge on Ray Serve with 1 and 2 replicas, batching on
-and off, all on this machine.
+single-process edge (uvicorn), the same with in-process batching, and the edge on Ray Serve
+with 1 and 2 replicas, batching on and off, all on this machine.
 
 Each engine runs as a real ``taskcodec serve-edge`` process on loopback (MobileNetV2, real
 ImageNet weights). This process plays ``C`` devices, each a closed loop (the next request
@@ -37,9 +37,10 @@ from _machine import describe_machine, machine_summary  # noqa: E402
 
 ENGINES = {  # name -> serve-edge arguments
     "uvicorn": ["--engine", "uvicorn"],
-    "ray-1": ["--engine", "ray", "--replicas", "1", "--no-batch"],
+    "uvicorn-batch": ["--engine", "uvicorn", "--batch", "on"],
+    "ray-1": ["--engine", "ray", "--replicas", "1", "--batch", "off"],
     "ray-1-batch": ["--engine", "ray", "--replicas", "1"],
-    "ray-2": ["--engine", "ray", "--replicas", "2", "--no-batch"],
+    "ray-2": ["--engine", "ray", "--replicas", "2", "--batch", "off"],
     "ray-2-batch": ["--engine", "ray", "--replicas", "2"],
 }
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
@@ -176,6 +177,7 @@ def summarize(log: List[Dict[str, Any]], seconds: float,
             "p50_ms": pct(0.5), "p99_ms": pct(0.99),
             "failed": len(log) - len(ok), "retried": sum(r["tries"] > 1 for r in log),
             "errors": sorted({r["error"] for r in log if r.get("status") != 200}),
+            "retried_after": sorted({r["error"] for r in log if r["tries"] > 1}),
             "mismatches": sum(1 for r in ok if r["i"] in reference
                               and r.get("answer") != reference[r["i"]])}
 

@@ -77,3 +77,23 @@ def test_bench_script_smoke(edge, tmp_path):
                                                         "device-only", "split", "policy"}
     assert "target at 250 kB/s" in r.stdout and "machine:" in r.stdout
     assert (tmp_path / "pipeline_latency_slowdown2.png").is_file()
+
+
+def test_edge_load_bench_smoke(weights, tmp_path):
+    """bench/edge_load.py with the plain and the batching uvicorn engine, two devices, one
+    short window: answers checked against the plain server's, JSON, table and plot written."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "edge_load.py"), "--out", str(tmp_path),
+         "--engines", "uvicorn", "uvicorn-batch", "--concurrency", "2", "--repeats", "1",
+         "--duration", "1.5", "--warmup", "0.5"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((tmp_path / "edge_load.json").read_text())
+    rows = {row["engine"]: row for row in result["rows"]}
+    assert set(rows) == {"uvicorn", "uvicorn-batch"}
+    for row in rows.values():
+        assert row["ok"] > 0 and row["failed"] == 0 and row["mismatches"] == 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0 and row["cpu_ms_per_answer"]
+    assert "uvicorn-batch at 2 devices" in r.stdout and "machine:" in r.stdout
+    assert (tmp_path / "edge_load.png").is_file()

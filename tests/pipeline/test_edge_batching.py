@@ -122,3 +122,25 @@ def test_state_hands_over_the_calibrations(service, photos):
     with pytest.raises(BadInputError, match="state is of models"):
         EdgeService(("mobilenet_v2",), state=service.state())
     assert np.isfinite(service.info["mobilenet_v2"]["full_ms"])
+
+
+def test_in_process_batching_gathers_concurrent_requests(service, requests):
+    """``serve-edge --batch on``: requests that arrive together run as one batch, each gets
+    its own answer or error, and a lone request is answered after the short wait."""
+    import asyncio
+
+    from taskcodec.pipeline.edge import batching_runner
+
+    run, counts = batching_runner(service, max_batch_size=64, batch_wait_s=0.05)
+
+    async def all_at_once():
+        return await asyncio.gather(*(run(r) for r in requests), return_exceptions=True)
+
+    got = asyncio.run(all_at_once())
+    assert counts == {"batches": 1, "requests": len(requests)}
+    for r, out in zip(requests, got):
+        _same(out, service.run([r])[0])
+    run, counts = batching_runner(service, max_batch_size=4, batch_wait_s=0.0)
+    got = asyncio.run(all_at_once())
+    assert counts["requests"] == len(requests) and counts["batches"] >= len(requests) / 4
+    assert asyncio.run(run(requests[0]))["class_index"] == got[0]["class_index"]

@@ -102,27 +102,26 @@ def _cmd_codec_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve_edge(args: argparse.Namespace) -> int:
-    _need(_PIPELINE_MODULES, "pipeline")
+    _need(_PIPELINE_MODULES + (("ray",) if args.engine == "ray" else ()),
+          "serve" if args.engine == "ray" else "pipeline")
+    from taskcodec.pipeline.edge import serve_edge
+    from taskcodec.pipeline.edge_ray import RayEdgeOptions, parse_autoscale, serve_edge_ray
+
     kw = dict(models=args.models, token=_token(args), max_body_bytes=args.max_body_bytes,
               calibrate=not args.no_split)
+    try:  # every setting checked before the models load
+        options = RayEdgeOptions(
+            replicas=args.replicas, batch=args.batch != "off", threads=args.threads,
+            max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+            autoscale=parse_autoscale(args.autoscale), address=args.ray_address)
+    except TaskcodecError as exc:
+        raise _UsageError(str(exc)) from None
     if args.engine == "ray":
-        _need(("ray",), "serve")
-        from taskcodec.pipeline.edge_ray import RayEdgeOptions, parse_autoscale, serve_edge_ray
-
-        try:  # every setting checked before the models load
-            options = RayEdgeOptions(
-                replicas=args.replicas, batch=not args.no_batch, threads=args.threads,
-                max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
-                autoscale=parse_autoscale(args.autoscale),
-                address=args.ray_address)
-        except TaskcodecError as exc:
-            raise _UsageError(str(exc)) from None
         serve_edge_ray(args.host, args.port, options=options, **kw)
         return EXIT_OK
-    from taskcodec.pipeline.edge import serve_edge
-
     _threads(args.threads)
-    serve_edge(args.host, args.port, **kw)
+    serve_edge(args.host, args.port, batch=args.batch == "on", max_batch_size=args.max_batch_size,
+               batch_wait_ms=args.batch_wait_ms, **kw)
     return EXIT_OK
 
 
@@ -245,7 +244,8 @@ def _add_pipeline_commands(sub: Any) -> None:
     g.add_argument("--engine", choices=["uvicorn", "ray"], default="uvicorn",
                    help="uvicorn: one process; ray: Ray Serve replicas (default: %(default)s)")
     g.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (default: 1)")
-    g.add_argument("--no-batch", action="store_true", help="answer requests one by one")
+    g.add_argument("--batch", choices=["on", "off"], help="gather concurrent requests into "
+                   "batches (default: on with ray, off with uvicorn)")
     g.add_argument("--max-batch-size", type=int, default=16,
                    help="most requests per batch (default: %(default)s)")
     g.add_argument("--batch-wait-ms", type=float, default=5.0,

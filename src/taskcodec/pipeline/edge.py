@@ -28,8 +28,9 @@ from taskcodec.errors import BadInputError, TaskcodecError
 from taskcodec.pipeline.protocol import (DEFAULT_MAX_BODY_BYTES, FRAME_MEDIA_TYPE, MAX_REQUEST_CHARS,
                                          check_text)
 
-__all__ = ["EdgeService", "EdgeRequest", "Runner", "threaded_runner", "UnknownModel", "create_edge_app", "serve_edge",
-           "DEFAULT_MAX_BODY_BYTES", "FRAME_MEDIA_TYPE"]
+__all__ = ["EdgeService", "EdgeRequest", "Runner", "threaded_runner", "batching_runner",
+           "UnknownModel", "create_edge_app", "serve_edge", "DEFAULT_MAX_BODY_BYTES",
+           "FRAME_MEDIA_TYPE"]
 
 
 
@@ -301,19 +302,73 @@ def threaded_runner(service: EdgeService) -> Runner:
     return run
 
 
+def batching_runner(service: EdgeService, max_batch_size: int = 16,
+                    batch_wait_s: float = 0.005) -> Tuple[Runner, Dict[str, int]]:
+    """A runner that gathers concurrent requests in this process: the first waits up to
+    ``batch_wait_s`` for company, then up to ``max_batch_size`` go to ``service.run`` together
+    (in the thread pool); those that arrive meanwhile form the next batch. Also returns its
+    counts (``batches``, ``requests``). Ray Serve's replicas use ``@serve.batch`` instead
+    (:mod:`taskcodec.pipeline.edge_ray`)."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+
+    pending: List[Tuple[EdgeRequest, Any]] = []
+    counts = {"batches": 0, "requests": 0}
+    worker: Dict[str, Any] = {"task": None}
+
+    async def drain() -> None:
+        await asyncio.sleep(batch_wait_s)
+        while pending:
+            batch = pending[:max_batch_size]
+            del pending[:max_batch_size]
+            counts["batches"] += 1
+            counts["requests"] += len(batch)
+            try:
+                outs = await run_in_threadpool(service.run, [r for r, _ in batch])
+            except Exception as exc:  # a bug: every request of the batch gets its 500
+                outs = [exc] * len(batch)
+            for (_, fut), out in zip(batch, outs):
+                if not fut.done():
+                    fut.set_result(out)
+        worker["task"] = None
+
+    async def run(request: EdgeRequest) -> Dict[str, Any]:
+        fut = asyncio.get_running_loop().create_future()
+        pending.append((request, fut))
+        if worker["task"] is None:
+            worker["task"] = asyncio.ensure_future(drain())
+        out = await fut
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    return run, counts
+
+
 def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
                models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
                token: Optional[str] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               calibrate: bool = True) -> None:
+               calibrate: bool = True, batch: bool = False, max_batch_size: int = 16,
+               batch_wait_ms: float = 5.0) -> None:
     """Load the models, then serve until interrupted (binds loopback unless told otherwise).
 
-    ``calibrate=False`` skips the codec calibration: the edge then offers no split.
+    ``calibrate=False`` skips the codec calibration: the edge then offers no split. ``batch``
+    gathers concurrent requests (:func:`batching_runner`); ``/health`` then shows its counts.
     Timeouts and header limits: :class:`~taskcodec.pipeline.server_common.ServerLimits`."""
     from taskcodec.pipeline.server_common import ServerLimits, serve
 
+    if batch and not (1 <= max_batch_size <= 256 and 0 <= batch_wait_ms <= 1000):
+        raise BadInputError("max_batch_size must be 1 to 256, batch_wait_ms 0 to 1000")
     service = EdgeService(models, calibrate=calibrate)
     limits = ServerLimits(max_body_bytes=max_body_bytes)
-    app = create_edge_app(service, token=token, limits=limits)
+    runner, engine = None, None
+    if batch:
+        runner, counts = batching_runner(service, max_batch_size, batch_wait_ms / 1e3)
+        settings = {"on": True, "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms}
+        engine = lambda: {"engine": "uvicorn", "replicas": 1,  # noqa: E731
+                          "batching": {**settings, **counts}}
+    app = create_edge_app(service, token=token, limits=limits, runner=runner, engine=engine)
     print(f"taskcodec edge: serving {sorted(service.runtimes)} on http://{host}:{port}",
           flush=True)
     serve(app, host, port, limits)

@@ -34,8 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from taskcodec.errors import BadInputError, TaskcodecError
 from taskcodec.pipeline.edge import EdgeRequest, EdgeService, Runner, create_edge_app
 
-__all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "batching_runner", "parse_autoscale",
-           "APP_NAME", "DEPLOYMENT_NAME"]
+__all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "serve_batch_runner",
+           "parse_autoscale", "APP_NAME", "DEPLOYMENT_NAME"]
 
 APP_NAME = "taskcodec-edge"
 # No access log line per request (the edge's /metrics counts them): warnings and errors only.
@@ -96,7 +96,7 @@ def parse_autoscale(text: Optional[str]) -> Optional[Tuple[int, int]]:
     return int(lo), int(hi)
 
 
-def batching_runner(service: EdgeService, max_batch_size: int,
+def serve_batch_runner(service: EdgeService, max_batch_size: int,
                     batch_wait_s: float) -> Tuple[Runner, Dict[str, int]]:
     """A runner (see :func:`~taskcodec.pipeline.edge.create_edge_app`) that gathers concurrent
     requests with Ray Serve's ``@serve.batch`` (inside a Ray Serve replica only) and answers
@@ -163,15 +163,16 @@ def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[s
         service = EdgeService(models, state=state)
         counts: Dict[str, int] = {}
         if options.batch:
-            runner, counts = batching_runner(service, options.max_batch_size,
-                                             options.batch_wait_ms / 1e3)
+            runner, counts = serve_batch_runner(service, options.max_batch_size,
+                                                options.batch_wait_ms / 1e3)
         else:
             runner = threaded_runner(service)
         replicas = _replica_counter()
 
         def engine() -> Dict[str, Any]:
             # the batches are this replica's (the one answering)
-            return {"engine": "ray", "replicas": replicas(), "torch_threads": torch.get_num_threads(),
+            return {"engine": "ray", "replicas": replicas(),
+                    "torch_threads": torch.get_num_threads(),
                     "batching": {"on": options.batch, "max_batch_size": options.max_batch_size,
                                  "batch_wait_ms": options.batch_wait_ms, **counts}}
 
@@ -235,9 +236,10 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
         serve.start(http_options={"host": host, "port": int(port)}, logging_config=_LOGGING)
         serve.run(edge_deployment(models, state, token=token, max_body_bytes=max_body_bytes,
                                   options=options), name=APP_NAME, route_prefix="/")
-        print(f"taskcodec edge (ray, {options.replicas if options.autoscale is None else options.autoscale} "
-              f"replicas, batching {'on' if options.batch else 'off'}): serving "
-              f"{sorted(models)} on http://{host}:{port}", flush=True)
+        scale = options.autoscale or options.replicas
+        print(f"taskcodec edge (ray, {scale} replicas, batching "
+              f"{'on' if options.batch else 'off'}): serving {sorted(models)} on "
+              f"http://{host}:{port}", flush=True)
         if ready is not None:
             ready()
         while not stop.wait(0.5):
