@@ -198,3 +198,11 @@ def test_options_are_checked_before_anything_loads(capsys):
     for argv in (["--replicas", "0"], ["--autoscale", "x"], ["--max-batch-size", "1000"]):
         assert main(["serve-edge", "--engine", "ray", *argv]) == 2
         assert "error:" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as busy:  # a port in use: one line, before any model or Ray starts
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert main(["serve-edge", "--engine", "ray", "--port", port, "--no-split"]) == 1
+        assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from taskcodec.errors import BadInputError, TaskcodecError
+from taskcodec.errors import BadInputError, PipelineError, TaskcodecError
 from taskcodec.pipeline.edge import EdgeRequest, EdgeService, Runner, create_edge_app
 
 __all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "serve_batch_runner",
@@ -214,6 +214,8 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
     """Calibrate once, deploy ``options.replicas`` replicas on Ray Serve at
     ``http://host:port/``, serve until SIGINT / SIGTERM (or ``stop`` is set), then shut
     down: the application, Ray Serve and (when this process started it) Ray."""
+    if options.address is None:  # Ray's proxy would fail late, deep in a traceback
+        _check_port(host, port)
     import ray
     from ray import serve
 
@@ -248,6 +250,18 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
         _shutdown(local=temp_dir is not None)
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """:class:`~taskcodec.PipelineError` when ``host:port`` cannot be bound here."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError as exc:
+            raise PipelineError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _shutdown(local: bool) -> None:
