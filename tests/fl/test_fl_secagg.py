@@ -58,10 +58,11 @@ def _check_rounds(spy: Path, rounds: int, drop: bool = True) -> None:
         assert np.abs(agg - mean).max() < 2 * step, (rnd, np.abs(agg - mean).max())
         for p in survivors:
             # Unmasked, the quantized vector lies near 2^21 (values near 0 in [-8, 8] on
-            # 2^22 levels); masked, it is spread over the 2^32 field.
+            # 2^22 levels): every element would be within 2^22 of it. Masked, it is spread over
+            # the 2^32 field: an element lands that near by chance with probability 2^-9.
             q = (np.clip(vecs[p], -8, 8) + 8) / step
             near = np.abs(masked[p].astype(np.float64) - q) < 2 ** 22
-            assert near.sum() <= 3, (rnd, p, near.sum())
+            assert near.mean() < 0.05, (rnd, p, near.sum(), near.size)
             assert masked[p].max() > 2 ** 30
 
 
