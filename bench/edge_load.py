@@ -72,8 +72,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--kill-replica", type=float, metavar="S",
                     help="kill one Ray Serve replica S seconds into each Ray run")
     ap.add_argument("--retries", type=int, default=2,
-                    help="device retries of a request that failed with a connection error or "
-                    "HTTP 5xx (default: %(default)s)")
+                    help="device retries of a request that got no answer, by the device "
+                    "client's rule (EdgeConnection; default: %(default)s)")
     ap.add_argument("--timeout", type=float, default=30.0, help="request timeout, seconds")
     return ap.parse_args(argv)
 
@@ -120,6 +120,8 @@ async def _device(client: Any, reqs: Sequence[Tuple[str, bytes]], order: Sequenc
                   retries: int) -> None:
     import httpx
 
+    from taskcodec.pipeline.transport import retried_errors, transient
+
     k = start
     while time.perf_counter() < until:
         i = order[k % len(order)]
@@ -136,11 +138,13 @@ async def _device(client: Any, reqs: Sequence[Tuple[str, bytes]], order: Sequenc
                     rec["answer"] = r.json().get("class_index")
                     break
                 rec["error"] = f"HTTP {r.status_code}"
-                if r.status_code < 500:
+                if r.status_code < 500 or not transient(r):
                     break
             except httpx.HTTPError as exc:
                 rec["status"], rec["error"] = 0, type(exc).__name__
-            await asyncio.sleep(0.05 * (attempt + 1))
+                if not isinstance(exc, retried_errors()):  # a timeout: not sent again
+                    break
+            await asyncio.sleep(0.1 * (attempt + 1))  # EdgeConnection's back-off
         rec["ms"] = (time.perf_counter() - t0) * 1e3
         if t0 >= t_measure:
             log.append(rec)

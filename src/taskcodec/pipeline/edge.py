@@ -29,6 +29,7 @@ from taskcodec.pipeline.protocol import (DEFAULT_MAX_BODY_BYTES, FRAME_MEDIA_TYP
                                          check_text)
 
 __all__ = ["EdgeService", "EdgeRequest", "Runner", "threaded_runner", "batching_runner",
+           "check_batching", "batching_info",
            "UnknownModel", "create_edge_app", "serve_edge", "DEFAULT_MAX_BODY_BYTES",
            "FRAME_MEDIA_TYPE"]
 
@@ -346,6 +347,22 @@ def batching_runner(service: EdgeService, max_batch_size: int = 16,
     return run, counts
 
 
+def check_batching(max_batch_size: int, batch_wait_ms: float) -> None:
+    """:class:`~taskcodec.BadInputError` unless 1 <= ``max_batch_size`` <= 256 and
+    0 <= ``batch_wait_ms`` <= 1000 (both engines' limits)."""
+    if not 1 <= int(max_batch_size) <= 256:
+        raise BadInputError(f"max_batch_size must be 1 to 256, not {max_batch_size}")
+    if not 0 <= float(batch_wait_ms) <= 1000:
+        raise BadInputError(f"batch_wait_ms must be 0 to 1000, not {batch_wait_ms}")
+
+
+def batching_info(on: bool, max_batch_size: int, batch_wait_ms: float,
+                  counts: Dict[str, int]) -> Dict[str, Any]:
+    """What ``/health`` says of batching: the settings and the batches so far."""
+    return {"on": on, "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms,
+            **counts}
+
+
 def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
                models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
                token: Optional[str] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -358,16 +375,15 @@ def serve_edge(host: str = "127.0.0.1", port: int = 8600, *,
     Timeouts and header limits: :class:`~taskcodec.pipeline.server_common.ServerLimits`."""
     from taskcodec.pipeline.server_common import ServerLimits, serve
 
-    if batch and not (1 <= max_batch_size <= 256 and 0 <= batch_wait_ms <= 1000):
-        raise BadInputError("max_batch_size must be 1 to 256, batch_wait_ms 0 to 1000")
+    if batch:
+        check_batching(max_batch_size, batch_wait_ms)
     service = EdgeService(models, calibrate=calibrate)
     limits = ServerLimits(max_body_bytes=max_body_bytes)
     runner, engine = None, None
     if batch:
         runner, counts = batching_runner(service, max_batch_size, batch_wait_ms / 1e3)
-        settings = {"on": True, "max_batch_size": max_batch_size, "batch_wait_ms": batch_wait_ms}
         engine = lambda: {"engine": "uvicorn", "replicas": 1,  # noqa: E731
-                          "batching": {**settings, **counts}}
+                          "batching": batching_info(True, max_batch_size, batch_wait_ms, counts)}
     app = create_edge_app(service, token=token, limits=limits, runner=runner, engine=engine)
     print(f"taskcodec edge: serving {sorted(service.runtimes)} on http://{host}:{port}",
           flush=True)

@@ -28,11 +28,12 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from taskcodec.errors import BadInputError, PipelineError, TaskcodecError
-from taskcodec.pipeline.edge import EdgeRequest, EdgeService, Runner, create_edge_app
+from taskcodec.pipeline.edge import (EdgeRequest, EdgeService, Runner, batching_info,
+                                     check_batching, create_edge_app)
 
 __all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "serve_batch_runner",
            "parse_autoscale", "APP_NAME", "DEPLOYMENT_NAME"]
@@ -67,10 +68,7 @@ class RayEdgeOptions:
     def __post_init__(self) -> None:
         if not 1 <= int(self.replicas) <= 256:
             raise BadInputError(f"replicas must be 1 to 256, not {self.replicas}")
-        if not 1 <= int(self.max_batch_size) <= 256:
-            raise BadInputError(f"max_batch_size must be 1 to 256, not {self.max_batch_size}")
-        if not 0 <= float(self.batch_wait_ms) <= 1000:
-            raise BadInputError(f"batch_wait_ms must be 0 to 1000, not {self.batch_wait_ms}")
+        check_batching(self.max_batch_size, self.batch_wait_ms)
         if int(self.threads) < 0 or not float(self.replica_cpus) >= 0:
             raise BadInputError("threads and replica_cpus must not be negative")
         if self.autoscale is not None:
@@ -150,7 +148,7 @@ def _replica_counter(every_s: float = 1.0) -> Callable[[], Optional[int]]:
 def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[str],
                  max_body_bytes: int, options: RayEdgeOptions) -> Callable[[], Any]:
     """The function every replica calls to build its ASGI app (``serve.ingress``)."""
-    models, opts = list(models), asdict(options)
+    models = list(models)
 
     def build() -> Any:
         import torch
@@ -158,7 +156,6 @@ def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[s
         from taskcodec.pipeline.edge import threaded_runner
         from taskcodec.pipeline.server_common import ServerLimits
 
-        options = RayEdgeOptions(**opts)
         torch.set_num_threads(options.torch_threads())
         service = EdgeService(models, state=state)
         counts: Dict[str, int] = {}
@@ -173,8 +170,8 @@ def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[s
             # the batches are this replica's (the one answering)
             return {"engine": "ray", "replicas": replicas(),
                     "torch_threads": torch.get_num_threads(),
-                    "batching": {"on": options.batch, "max_batch_size": options.max_batch_size,
-                                 "batch_wait_ms": options.batch_wait_ms, **counts}}
+                    "batching": batching_info(options.batch, options.max_batch_size,
+                                              options.batch_wait_ms, counts)}
 
         return create_edge_app(service, token=token, runner=runner, engine=engine,
                                limits=ServerLimits(max_body_bytes=max_body_bytes))
@@ -208,19 +205,17 @@ def edge_deployment(models: Sequence[str], state: Dict[str, Any], *, token: Opti
 def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
                    models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
                    token: Optional[str] = None, max_body_bytes: int,
-                   calibrate: bool = True, options: RayEdgeOptions = RayEdgeOptions(),
-                   ready: Optional[Callable[[], None]] = None,
-                   stop: Optional[threading.Event] = None) -> None:
+                   calibrate: bool = True, options: RayEdgeOptions = RayEdgeOptions()) -> None:
     """Calibrate once, deploy ``options.replicas`` replicas on Ray Serve at
-    ``http://host:port/``, serve until SIGINT / SIGTERM (or ``stop`` is set), then shut
-    down: the application, Ray Serve and (when this process started it) Ray."""
+    ``http://host:port/``, serve until SIGINT / SIGTERM, then shut down: the application,
+    Ray Serve and (when this process started it) Ray."""
     if options.address is None:  # Ray's proxy would fail late, deep in a traceback
         _check_port(host, port)
     import ray
     from ray import serve
 
     state = EdgeService(models, calibrate=calibrate).state()
-    stop = stop or threading.Event()
+    stop = threading.Event()
     temp_dir = None
     if options.address is None:
         temp_dir = tempfile.mkdtemp(prefix="tcray")
@@ -242,8 +237,6 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
         print(f"taskcodec edge (ray, {scale} replicas, batching "
               f"{'on' if options.batch else 'off'}): serving {sorted(models)} on "
               f"http://{host}:{port}", flush=True)
-        if ready is not None:
-            ready()
         while not stop.wait(0.5):
             pass
     finally:

@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional
 from taskcodec.errors import AuthenticationError, EdgeUnavailable, PlanError, PlanRefused
 from taskcodec.pipeline.protocol import auth_headers
 
-__all__ = ["EdgeConnection", "post_plan"]
+__all__ = ["EdgeConnection", "post_plan", "transient", "retried_errors"]
 
 
 def _check_token(r: Any, who: str, token: Optional[str]) -> None:
@@ -72,14 +72,14 @@ class EdgeConnection:
                 raise EdgeUnavailable(f"edge timed out after {self.timeout_s:g} s "
                                       f"({exc!r})") from None
             except httpx.HTTPError as exc:
-                if attempt >= self.retries or not isinstance(exc, _retried_errors()):
+                if attempt >= self.retries or not isinstance(exc, retried_errors()):
                     raise EdgeUnavailable(f"edge unreachable ({type(exc).__name__}: {exc})"
                                           f"{_tries(attempt)}") from None
             else:
                 _check_token(r, "edge", self.token)
                 if r.status_code < 500:
                     return r
-                if attempt >= self.retries or not _transient(r):
+                if attempt >= self.retries or not transient(r):
                     raise EdgeUnavailable(f"edge failed: HTTP {r.status_code} {r.text[:200]}"
                                           f"{_tries(attempt)}")
             attempt += 1
@@ -95,14 +95,14 @@ class EdgeConnection:
         return json_reply(r)
 
 
-def _retried_errors() -> tuple:
+def retried_errors() -> tuple:
     """Transport errors after which a request is sent again (it got no answer)."""
     import httpx
 
     return (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-def _transient(r: Any) -> bool:
+def transient(r: Any) -> bool:
     """An HTTP 5xx worth a retry: 502 / 503 / 504, or a 500 without the edge's JSON error
     (a 500 of the edge itself is a bug in it, the same on every try)."""
     if r.status_code in (502, 503, 504):

@@ -89,11 +89,6 @@ class MobileNetRuntime(CutRuntime):
         with torch.inference_mode():
             return self.model(x)
 
-    def answer_features(self, z: Any, at: int, task: str = "classify",
-                        question: Optional[str] = None) -> Dict[str, Any]:
-        """Split: the tail of cut ``at`` on decoded features, and the answer."""
-        return self.answer_batch(z[:1], at, task, [question])[0]
-
     def answer_batch(self, z: Any, at: int, task: str,
                      questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
         """Split, batched: the tail of cut ``at`` on ``[N, C, H, W]`` decoded features (one

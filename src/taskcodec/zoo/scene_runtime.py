@@ -92,10 +92,6 @@ class SceneBlipRuntime(CutRuntime):
         return [{"answer": a, "question_truncated": bool(c)}
                 for a, c in zip(vlm.answer_ids(self.vqa, embeds, ids, mask), cut)]
 
-    def run(self, pixel_values: Any, task: str, question: Optional[str] = None) -> Dict[str, Any]:
-        """Edge-only: the whole model from the pixels."""
-        return self.run_batch(pixel_values[:1], task, [question])[0]
-
     def run_batch(self, pixel_values: Any, task: str,
                   questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
         """Edge-only, batched: the whole model on ``[N, 3, 224, 224]``, an answer per row."""
@@ -107,10 +103,6 @@ class SceneBlipRuntime(CutRuntime):
         with torch.inference_mode():
             embeds = self.vision(pixel_values=pixel_values).last_hidden_state
         return self.text_batch(embeds, task, questions)
-
-    def answer_features(self, z: Any, at: int, task: str, question: Optional[str]) -> Dict[str, Any]:
-        """Split: the rest of the vision model from the token map ``z``, then the text."""
-        return self.answer_batch(z[:1], at, task, [question])[0]
 
     def answer_batch(self, z: Any, at: int, task: str,
                      questions: Sequence[Optional[str]]) -> List[Dict[str, Any]]:
