@@ -37,7 +37,12 @@ SETTINGS = {"support": {"ratio": 0.3, "dense_below": 16, "warmup": 0, "server_mo
             "sketch": {"ratio": 1.0, "rows": 5, "k_ratio": 0.05},
             # the defaults' server momentum, with the steps sent through a top-k downlink
             "support-down": {"ratio": 0.3, "dense_below": 16, "warmup": 0,
-                             "downlink": {"ratio": 0.3, "values": "int8"}}}
+                             "downlink": {"ratio": 0.3, "values": "int8"}},
+            # two values a SecAgg+ field element (the field widened for them)
+            "support-packed": {"ratio": 0.3, "dense_below": 16, "warmup": 0, "server_momentum": 0.0,
+                               "pack_range": 4.0}}
+#: SecAgg+'s quantization and modulus ranges: Flower's defaults, or wider ones for packing.
+FIELD = {"default": (2 ** 22, 2 ** 32), "packed": (2 ** 30, 2 ** 40)}
 #: Method "support-dp": Flower's central DP with client-side clipping around the strategy.
 DP_CLIP, DP_NOISE = 10.0, 0.01
 
@@ -109,6 +114,9 @@ class Recording(SecureCompressedStrategy):
 
             np.save(os.path.join(_spy_dir(), f"agg-{server_round}.npy"),
                     parameters_to_ndarrays(results[0][1].parameters)[0])
+            np.save(os.path.join(_spy_dir(), f"packstep-{server_round}.npy"), np.float64(self._pack_step))
+            if self._support is not None:
+                np.save(os.path.join(_spy_dir(), f"support-{server_round}.npy"), self._support)
         return super().aggregate_fit(server_round, results, failures)
 
 
@@ -135,13 +143,16 @@ def make_server_app(method: str = "support", nodes: int = 10, rounds: int = ROUN
                        on_fit_config_fn=lambda r: {"server-round": r})
         dp = method.endswith("-dp")
         key = method.removesuffix("-dp")
-        strategy = Recording(inner, method=key.removesuffix("-down"), seed=1, **SETTINGS[key])
+        t, m = FIELD["packed" if key.endswith("-packed") else "default"]
+        fit = SecAggPlusWorkflow(num_shares=nodes, reconstruction_threshold=max(2, nodes // 2),
+                                 max_weight=2.0 * SAMPLES, timeout=120, quantization_range=t,
+                                 modulus_range=m) if secagg else None
+        strategy = Recording(inner, method=key.removesuffix("-down").removesuffix("-packed"), seed=1,
+                             **SETTINGS[key], **({"secagg": fit} if key.endswith("-packed") else {}))
         outer = DifferentialPrivacyClientSideFixedClipping(strategy, noise_multiplier=DP_NOISE,
                                                            clipping_norm=DP_CLIP, num_sampled_clients=nodes) \
             if dp else strategy
         ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=outer)
-        fit = SecAggPlusWorkflow(num_shares=nodes, reconstruction_threshold=max(2, nodes // 2),
-                                 max_weight=2.0 * SAMPLES, timeout=120) if secagg else None
         (DefaultWorkflow(fit_workflow=fit) if fit else DefaultWorkflow())(grid, ctx)
         path = out or str(context.run_config.get("out", ""))
         if path:
@@ -164,5 +175,6 @@ def simulate(out: str, method: str, secagg: bool) -> None:
 if __name__ == "__main__":
     import sys
 
-    # secure_app.py OUT METHOD [--plain]: METHOD support, sketch, support-down or support-dp; SecAgg+ unless --plain
+    # secure_app.py OUT METHOD [--plain]: METHOD support, sketch, support-down, support-packed or support-dp;
+    # SecAgg+ unless --plain
     simulate(sys.argv[1], sys.argv[2], "--plain" not in sys.argv[3:])

@@ -43,27 +43,29 @@ def _load(spy: Path, kind: str, rnd: int) -> dict:
     return out
 
 
-def _check_rounds(spy: Path, rounds: int, drop: bool = True) -> None:
+def _check_rounds(spy: Path, rounds: int, drop: bool = True, field: str = "default") -> None:
     """Each round: the clients that did not drop out sent vectors, the aggregate SecAgg+
     revealed is their mean up to SecAgg+'s quantization, and what left each client is masked."""
     import flower_app
+    import secure_app
 
-    step = 2 * 8.0 / 2 ** 22  # SecAgg+'s quantization step (clipping range 8, 2^22 levels)
+    levels, modulus = secure_app.FIELD[field]
+    step = 2 * 8.0 / levels  # SecAgg+'s quantization step (clipping range 8)
     for rnd in range(1, rounds + 1):
         vecs, masked = _load(spy, "vec", rnd), _load(spy, "masked", rnd)
         survivors = [p for p in range(10) if not (drop and flower_app.dropped(rnd, p))]
-        assert sorted(vecs) == survivors and sorted(masked) == survivors, (rnd, sorted(vecs))
+        assert sorted(vecs) == survivors and sorted(masked) == survivors, (rnd, survivors, sorted(vecs), sorted(masked))
         agg = np.load(spy / f"agg-{rnd}.npy")
         mean = np.mean([vecs[p] for p in survivors], axis=0)  # equal weights: 64 samples each
         assert np.abs(agg - mean).max() < 2 * step, (rnd, np.abs(agg - mean).max())
         for p in survivors:
-            # Unmasked, the quantized vector lies near 2^21 (values near 0 in [-8, 8] on
-            # 2^22 levels): every element would be within 2^22 of it. Masked, it is spread over
-            # the 2^32 field: an element lands that near by chance with probability 2^-9.
-            q = (np.clip(vecs[p], -8, 8) + 8) / step
-            near = np.abs(masked[p].astype(np.float64) - q) < 2 ** 22
+            # Unmasked, every quantized element lies in [0, levels]. Masked, the vector is
+            # spread over the field: an element lands within `levels` of its quantized value by
+            # chance with probability 2 * levels / modulus (2^-9).
+            q = (np.clip(vecs[p] * 0.5, -8, 8) + 8) / step  # SecAgg+ weighs each client by 64 / 128
+            near = np.abs(masked[p].astype(np.float64) - q) < levels
             assert near.mean() < 0.05, (rnd, p, near.sum(), near.size)
-            assert masked[p].max() > 2 ** 30
+            assert masked[p].max() > modulus // 4
 
 
 @pytest.mark.slow
@@ -85,6 +87,41 @@ def test_shared_support_under_secagg_with_dropout(tmp_path):
     # The step reaches the nodes that took part in the round before as a frame, not the model.
     frames = {int(r): n for r, n in res["downlink_frames"].items()}
     assert frames == {1: 0, **{r: sum(not flower_app.dropped(r - 1, p) for p in range(10)) for r in range(2, 7)}}
+
+
+@pytest.mark.slow
+def test_packed_shared_support_under_secagg_with_dropout(tmp_path):
+    """Two values in each SecAgg+ field element: each client's upload is half the support
+    long, SecAgg+ still masks it, the server unpacks the exact weighted mean of what the
+    surviving clients packed, and the model moves by that mean on the support."""
+    import flower_app
+    import secure_app
+
+    from taskcodec.fl.packing import FieldPacking
+
+    res, spy = _simulate(tmp_path, "support-packed")
+    _check_rounds(spy, 6, field="packed")
+    levels, modulus = secure_app.FIELD["packed"]
+    for rnd in range(1, 7):
+        assert res["uplink_values"][str(rnd)] == 62  # 123 support values, two an element
+        survivors = [p for p in range(10) if not flower_app.dropped(rnd, p)]
+        packing = FieldPacking(clipping_range=8.0, quantization_range=levels, modulus_range=modulus,
+                               max_weight=2.0 * flower_app.SAMPLES, clients=10)
+        pack_step = float(np.load(spy / f"packstep-{rnd}.npy"))
+        vecs = _load(spy, "vec", rnd)
+        # SecAgg+'s aggregate of one client is that client's own vector: unpack each alone
+        each = [packing.decode(vecs[p], 123, pack_step, [flower_app.SAMPLES]) for p in survivors]
+        mean = packing.decode(np.load(spy / f"agg-{rnd}.npy"), 123, pack_step,
+                              [flower_app.SAMPLES] * len(survivors))
+        # one unit of one client would be pack_step / (0.5 * survivors) off; float32 rounding is far less
+        np.testing.assert_allclose(mean, np.mean(each, axis=0), rtol=0, atol=1e-3 * pack_step)
+        moved = np.load(spy / f"model-{rnd}.npy") - np.load(spy / f"model-{rnd - 1}.npy")
+        support = np.load(spy / f"support-{rnd}.npy")
+        np.testing.assert_allclose(moved[support], mean, rtol=0, atol=1e-6)  # float32 weights near 1
+        assert not np.delete(moved, support).any()
+    losses = res["losses"]
+    assert all(a > b for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.6 * losses[0], losses
 
 
 @pytest.mark.slow

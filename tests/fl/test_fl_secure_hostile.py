@@ -27,6 +27,7 @@ from flwr.compat.common import recorddict_compat as compat  # noqa: E402
 from taskcodec.errors import CorruptStreamError, DownlinkMismatch, TaskcodecError  # noqa: E402
 from taskcodec.fl.flower import fingerprint  # noqa: E402
 from taskcodec.fl.flower_secure import PREFIX, SecureCompressedStrategy, secure_compression_mod  # noqa: E402
+from taskcodec.fl.packing import FieldPacking  # noqa: E402
 from taskcodec.fl.secure import support_frame  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("flower_run_identity")
@@ -84,6 +85,10 @@ def test_the_mod_sends_the_support_and_keeps_the_rest():
     (_cfg(), False, DownlinkMismatch),  # a step for a node that holds no model
     (_cfg(**{PREFIX + "method": "sketch", PREFIX + "rows": 5, PREFIX + "cols": 10 ** 9, PREFIX + "seed": 1}),
      True, DownlinkMismatch),
+    # packing into SecAgg+'s field, but this node runs no secaggplus_mod (or a malformed request)
+    (_cfg(**{PREFIX + "pack": FieldPacking(clipping_range=8.0, quantization_range=2 ** 30, modulus_range=2 ** 40,
+                                           max_weight=20.0, clients=2).config(1e-3)}), True, DownlinkMismatch),
+    (_cfg(**{PREFIX + "pack": "{not json"}), True, DownlinkMismatch),
 ])
 def test_the_mod_refuses_bad_input_before_training(cfg, dense, error):
     trained = []
@@ -134,3 +139,25 @@ def test_the_strategy_keeps_the_model_on_a_bad_aggregate():
     moved = np.concatenate([a.reshape(-1) for a in parameters_to_ndarrays(params)]) - \
         np.concatenate([a.reshape(-1) for a in MODEL])
     assert np.count_nonzero(moved) == k and np.allclose(moved[moved != 0], 2.0)  # the mean, on the support
+
+
+def test_the_packing_strategy_keeps_the_model_on_an_aggregate_that_does_not_unpack():
+    from flwr.server.strategy import FedAvg
+
+    secagg = {"clipping_range": 8.0, "quantization_range": 2 ** 30, "modulus_range": 2 ** 40, "max_weight": 20.0}
+    strategy = SecureCompressedStrategy(FedAvg(min_fit_clients=2, min_available_clients=2), ratio=0.25,
+                                        dense_below=1, warmup=0, secagg=secagg, pack_range=4.0)
+    ins = strategy.configure_fit(1, ndarrays_to_parameters(MODEL), _Manager())
+    k = strategy._support.size
+    packing, step = FieldPacking.from_config(ins[0][1].config[PREFIX + "pack"], {
+        "clipping_range": 8.0, "target_range": 2 ** 30, "mod_range": 2 ** 40, "max_weight": 20.0})
+    assert packing.clients == 2 and step == 4.0 / packing.half
+    upload, sent = packing.encode(np.full(k, 0.5), step, 10)  # both clients send the same
+    for bad in (upload[:-1], np.full_like(upload, 1e9), np.full_like(upload, np.nan)):
+        assert strategy.aggregate_fit(1, _results([bad] * 2), []) == (None, {})
+    params, _ = strategy.aggregate_fit(1, _results([upload] * 2), [])  # SecAgg+ hands every result the mean
+    moved = np.concatenate([a.reshape(-1) for a in parameters_to_ndarrays(params)]) - \
+        np.concatenate([a.reshape(-1) for a in MODEL])
+    assert np.count_nonzero(moved) == k and np.allclose(moved[moved != 0], sent[0])
+    with pytest.raises(TaskcodecError, match="powers of two"):
+        SecureCompressedStrategy(FedAvg(), secagg=dict(secagg, clipping_range=3.0))

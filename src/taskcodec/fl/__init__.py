@@ -13,11 +13,11 @@ Modules: :mod:`~taskcodec.fl.coding` (top-k and value-coding settings),
 of top-k with error feedback), :mod:`~taskcodec.fl.frames` (reading, decompressing and
 accumulating frames), :mod:`~taskcodec.fl.gpu` (the device kernels), :mod:`~taskcodec.fl.secure` (compressors
 whose sum is all the server needs: shared-support top-k and count sketches, for secure
-aggregation).
+aggregation), :mod:`~taskcodec.fl.packing` (several values in one element of SecAgg+'s field).
 
 Importing this package needs only numpy. :mod:`taskcodec.fl.flower` (Flower client mod and
 server strategy wrapper) and :mod:`taskcodec.fl.flower_secure` (the same under Flower's
-SecAgg+) import ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
+SecAgg+; its client mod lives in :mod:`taskcodec.fl.flower_secure_mod`) import ``flwr``; :mod:`taskcodec.fl.ddp` (torch DDP comm hook)
 imports ``torch``; they load on first use.
 """
 

@@ -42,17 +42,23 @@ SecAgg+ computes.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message
 from flwr.common import FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.compat.common import recorddict_compat as compat
 from flwr.server.strategy import FedAvg, Strategy
 
-from taskcodec.errors import DownlinkMismatch, TaskcodecError
+from taskcodec.errors import TaskcodecError
 from taskcodec.fl.compressor import TopKCompressor
-from taskcodec.fl.flower import fingerprint
+from taskcodec.fl.flower_secure_mod import (
+    METHODS,
+    PREFIX,
+    _crc,
+    _flat,
+    _unflat,
+    secure_compression_mod,
+)
+from taskcodec.fl.packing import FieldPacking
 from taskcodec.fl.secure import (
     CountSketch,
     SketchServer,
@@ -65,128 +71,7 @@ from taskcodec.fl.secure import (
 
 __all__ = ["secure_compression_mod", "SecureCompressedStrategy", "PREFIX", "METHODS"]
 
-#: Prefix of the FitIns config keys and the FitRes metrics this integration adds.
-PREFIX = "taskcodec.secure."
-METHODS = ("support", "sketch")
-_STATE_MODEL = "taskcodec.secure.model"
-_STATE_RESIDUAL = "taskcodec.secure.residual"
-_STATE_CFG = "taskcodec.secure.state"
-
 logger = logging.getLogger("taskcodec.fl.flower_secure")
-
-
-def _flat(arrays: List[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays]) if arrays else \
-        np.zeros(0, np.float32)
-
-
-def _unflat(flat: np.ndarray, like: List[np.ndarray]) -> List[np.ndarray]:
-    out, start = [], 0
-    for a in like:
-        out.append(flat[start:start + a.size].reshape(a.shape).astype(a.dtype, copy=False))
-        start += a.size
-    return out
-
-
-def _dict(arrays: List[np.ndarray]) -> Dict[str, np.ndarray]:
-    return {str(i): np.ascontiguousarray(a) for i, a in enumerate(arrays)}
-
-
-def _crc(arrays: List[np.ndarray]) -> int:
-    return fingerprint(_dict(arrays))
-
-
-def _model_from(cfg: Dict[str, Any], fitins: FitIns, state: Any) -> Tuple[int, List[np.ndarray]]:
-    """The dense model of a FitIns (sent dense, or the node's copy plus the step frame), its
-    version; the node's copy is updated."""
-    try:
-        version, crc, n = int(cfg[PREFIX + "version"]), int(cfg[PREFIX + "crc"]), int(cfg[PREFIX + "n"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise DownlinkMismatch(f"the secure-compression config is malformed: {e!r}") from None
-    frame = cfg.get(PREFIX + "step")
-    if n < 1 or (frame is not None and not isinstance(frame, bytes)):
-        raise DownlinkMismatch("the secure-compression config holds no model size or a step that is not bytes")
-    held = int(state[_STATE_CFG]["version"]) if _STATE_CFG in state else None
-    if fitins.parameters.tensors:
-        model = parameters_to_ndarrays(fitins.parameters)
-    else:
-        if held is None or held != version - 1 or _STATE_MODEL not in state:
-            raise DownlinkMismatch(f"this node holds model version {held}, the server sent the step to "
-                                   f"version {version}; it needs the dense model")
-        rec = state[_STATE_MODEL]
-        model = [rec[k].numpy().copy() for k in rec.keys()]
-        if frame is not None:  # no frame: the model did not move
-            (si, sv), _ = read_support_frame(frame, n)
-            flat = _flat(model)
-            flat[si] += sv
-            model = _unflat(flat, model)
-    if sum(a.size for a in model) != n or _crc(model) != crc:
-        if _STATE_CFG in state:
-            del state[_STATE_CFG]  # resynchronise: the server sends the dense model next time
-        raise DownlinkMismatch(f"the model of version {version} does not match the server's fingerprint")
-    state[_STATE_MODEL] = ArrayRecord({k: Array(v) for k, v in _dict(model).items()})
-    state[_STATE_CFG] = ConfigRecord({"version": version})
-    return version, model
-
-
-def secure_compression_mod() -> Callable[[Message, Context, Callable], Message]:
-    """A Flower client mod (legacy ``FitIns`` / ``FitRes`` messages) that replies with the
-    compressed vector the server's :class:`SecureCompressedStrategy` asks for; put it after
-    ``secaggplus_mod`` in ``mods``. Every setting comes from the server, in the FitIns config."""
-
-    def mod(msg: Message, context: Context, call_next: Callable[[Message, Context], Message]) -> Message:
-        if msg.metadata.message_type != "train" or "fitins.parameters" not in msg.content.array_records:
-            return call_next(msg, context)
-        fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-        cfg = dict(fitins.config)
-        if cfg.get(PREFIX + "method") not in METHODS:
-            return call_next(msg, context)
-        version, model = _model_from(cfg, fitins, context.state)
-        n = sum(a.size for a in model)
-        support = decay = None
-        if cfg[PREFIX + "method"] == "support":  # everything is checked before training
-            (_, _), support = read_support_frame(cfg.get(PREFIX + "support"), n)
-            try:
-                decay = float(cfg[PREFIX + "decay"])
-                SupportClient(1, decay=decay)
-            except (KeyError, TypeError, ValueError, TaskcodecError) as e:
-                raise DownlinkMismatch(f"the support config is malformed: {e!r}") from None
-        else:
-            try:
-                rows, cols, seed = (int(cfg[PREFIX + k]) for k in ("rows", "cols", "seed"))
-                if rows * cols > 4 * n:  # a sketch never needs more cells than this; refuse absurd sizes
-                    raise TaskcodecError(f"a sketch of {rows} x {cols} cells for a model of {n} values")
-                sk = CountSketch(n, rows=rows, cols=cols, seed=seed)
-            except (KeyError, TypeError, ValueError, TaskcodecError) as e:
-                raise DownlinkMismatch(f"the sketch config is malformed: {e!r}") from None
-        msg.content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(
-            ndarrays_to_parameters(model), keep_input=True)
-        reply = call_next(msg, context)
-        if reply.has_error() or "fitres.parameters" not in reply.content.array_records:
-            return reply
-        fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
-        trained = parameters_to_ndarrays(fitres.parameters)
-        if [a.shape for a in trained] != [a.shape for a in model]:
-            raise TaskcodecError("the trained model's tensors differ from the model received")
-        delta = _flat(trained) - _flat(model)
-        if support is not None:
-            client = SupportClient(n, decay=decay)
-            if _STATE_RESIDUAL in context.state:
-                held = context.state[_STATE_RESIDUAL]["r"].numpy()
-                if held.size == n:
-                    client.residual = held.astype(np.float32)
-            vector = client.encode(delta, support)
-            context.state[_STATE_RESIDUAL] = ArrayRecord({"r": Array(client.residual)})
-        else:
-            vector = sk.sketch(delta).reshape(-1)
-        reply.content.array_records["fitres.parameters"] = compat.parameters_to_arrayrecord(
-            ndarrays_to_parameters([vector]), keep_input=True)
-        metrics = dict(fitres.metrics)
-        metrics[PREFIX + "version"] = version
-        reply.content.config_records["fitres.metrics"] = ConfigRecord(metrics)
-        return reply
-
-    return mod
 
 
 class SecureCompressedStrategy(Strategy):
@@ -215,6 +100,13 @@ class SecureCompressedStrategy(Strategy):
             exactly (float32 values where it is not zero), or the dense model when that is
             smaller.
         seed: exploration stream and sketch hashes.
+        secagg: the ``SecAggPlusWorkflow`` that runs this strategy (or a dict of its
+            :data:`~taskcodec.fl.packing.FIELD_KEYS`): the shared support's values are then
+            packed, ``pack_slots`` to a field element (:class:`~taskcodec.fl.packing.FieldPacking`),
+            so each travels in 1 / ``pack_slots`` of an int64. Needs SecAgg+ on the clients.
+        pack_range: the largest value a client may send in the first round (larger ones are
+            clipped and kept in its residual); later rounds scale to ``16 x`` the largest value
+            of the last aggregate.
 
     Attributes:
         uplink_values: per round, the length of the vector each client sent.
@@ -226,7 +118,7 @@ class SecureCompressedStrategy(Strategy):
                  explore: float = 0.3, decay: float = 0.7, warmup: int = 4, server_momentum: float = 0.7,
                  dense_below: int = 1024, rows: int = 5, k_ratio: Optional[float] = None,
                  sketch_momentum: float = 0.0, downlink: Optional[Dict[str, Any]] = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, secagg: Any = None, pack_slots: int = 2, pack_range: float = 1.0) -> None:
         if method not in METHODS:
             raise TaskcodecError(f"method must be one of {METHODS}, got {method!r}")
         if not 0.0 < float(ratio) <= 1.0:
@@ -241,6 +133,13 @@ class SecureCompressedStrategy(Strategy):
         self.dense_below, self.rows, self.k_ratio = int(dense_below), int(rows), k_ratio
         self.sketch_momentum, self.seed = float(sketch_momentum), int(seed)
         self._downlink_args = dict(downlink) if downlink is not None else None
+        self._secagg, self.pack_slots = (secagg if method == "support" else None), int(pack_slots)
+        if self._secagg is not None:
+            FieldPacking.of(self._secagg, clients=1, slots=self.pack_slots)  # validate now
+        if not (float(pack_range) > 0 and np.isfinite(pack_range)):
+            raise TaskcodecError(f"pack_range must be a positive number, got {pack_range}")
+        self.pack_range = float(pack_range)
+        self._packing: Optional[FieldPacking] = None
         if self._downlink_args is not None:
             TopKCompressor(**self._downlink_args)  # validate now
         self._down: Optional[TopKCompressor] = None
@@ -273,6 +172,7 @@ class SecureCompressedStrategy(Strategy):
         self._model = [a.copy() for a in model]
         self._model_crc = _crc(self._model)
         self._velocity = np.zeros(n, np.float32)
+        self._pack_step = 0.0
         self._version, self._last_frame = 1, None
         self._node_version.clear()
         self._down = TopKCompressor(**self._downlink_args) if self._downlink_args is not None else None
@@ -300,10 +200,17 @@ class SecureCompressedStrategy(Strategy):
         n = sum(a.size for a in model)
         cfg: Dict[str, Any] = {PREFIX + "method": self.method, PREFIX + "n": n, PREFIX + "version": self._version,
                                PREFIX + "crc": self._model_crc}
+        instructions = self.strategy.configure_fit(server_round, parameters, client_manager)
+        self._packing = None
         if self.method == "support":
             self._support = self._planner.support(server_round)
             cfg[PREFIX + "support"] = support_frame(n, None, self._support)
             cfg[PREFIX + "decay"] = self.decay
+            if self._secagg is not None and instructions:
+                self._packing = FieldPacking.of(self._secagg, clients=len(instructions), slots=self.pack_slots)
+                if self._pack_step <= 0:
+                    self._pack_step = self.pack_range / self._packing.half
+                cfg[PREFIX + "pack"] = self._packing.config(self._pack_step)
         else:
             sk = self._sketcher.sketch
             cfg.update({PREFIX + "rows": sk.rows, PREFIX + "cols": sk.cols, PREFIX + "seed": sk.seed})
@@ -312,7 +219,7 @@ class SecureCompressedStrategy(Strategy):
         self.downlink_bytes[server_round] = 0
         self.downlink_frames[server_round] = 0
         out = []
-        for proxy, ins in self.strategy.configure_fit(server_round, parameters, client_manager):
+        for proxy, ins in instructions:
             c = dict(ins.config, **cfg)
             params = parameters
             if self._node_version.get(int(proxy.node_id)) == self._version - 1 and step_bytes < dense_bytes:
@@ -355,6 +262,8 @@ class SecureCompressedStrategy(Strategy):
         vectors = [parameters_to_ndarrays(res.parameters) for _, res in results]
         weights = np.array([res.num_examples for _, res in results], np.float64)
         n_expected = self._support.size if self.method == "support" else self._sketcher.sketch.size
+        if self._packing is not None:
+            n_expected = self._packing.elements(n_expected)
         if any(len(v) != 1 or v[0].size != n_expected for v in vectors) or weights.sum() <= 0:
             logger.warning("round %d: the aggregate is not a vector of %d values; the model is kept",
                            server_round, n_expected)
@@ -362,6 +271,16 @@ class SecureCompressedStrategy(Strategy):
         # Under SecAgg+ every result holds the same aggregate; without it, the clients' own vectors.
         mean = sum(w * v[0].astype(np.float64).reshape(-1) for w, v in zip(weights, vectors)) / weights.sum()
         mean = mean.astype(np.float32)
+        if self._packing is not None:  # SecAgg+'s aggregate of the packed vectors: unpack the mean
+            try:
+                mean = self._packing.decode(vectors[0][0], self._support.size, self._pack_step,
+                                            [res.num_examples for _, res in results])
+            except TaskcodecError as e:
+                logger.warning("round %d: %s; the model is kept", server_round, e)
+                return None, {}
+            top = float(np.abs(mean).max()) if mean.size else 0.0
+            if top > 0:
+                self._pack_step = 16.0 * top / self._packing.half
         if not np.isfinite(mean).all():
             logger.warning("round %d: the aggregate holds a NaN or an infinity; the model is kept", server_round)
             return None, {}
