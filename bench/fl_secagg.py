@@ -9,8 +9,9 @@ per round, every client in every round, FedAvg weighted by sample counts. Config
 * ``dense-fedavg``: Flower's FedAvg (legacy strategy, ``DefaultWorkflow``), dense float32;
 * ``dense-secagg``: the same under Flower's ``SecAggPlusWorkflow`` + ``secaggplus_mod``;
 * ``support-secagg``: ``SecureCompressedStrategy(method="support")`` + ``secure_compression_mod``
-  inside SecAgg+ (shared support, 4 % of the parameters after a 4-round warm-up, server
-  momentum 0.7; the steps go down as 10 % top-k int8 frames);
+  inside SecAgg+ (shared support, 8 % of the parameters after a 4-round warm-up, server
+  momentum 0.7, two 13-bit values a SecAgg+ field element (``--pack-slots``; SecAgg+'s
+  quantization range 2^30 and modulus 2^40 for it); the steps go down as 10 % top-k int8 frames);
 * ``sketch-secagg``: the same with ``method="sketch"`` (FetchSGD count sketch, 5 % of them;
   exact sparse steps down);
 * ``topk``: today's ``CompressedStrategy`` + ``compression_mod`` (2 %, sign; dense downlink;
@@ -185,11 +186,21 @@ class MeteredGrid:
         return replies
 
 
+def secagg_workflow(s: Dict, packed: bool):
+    """Flower's SecAgg+ workflow; ``packed``: quantization range 2^30 and modulus 2^40 (room
+    for two 13-bit values an element for ten clients) instead of Flower's 2^22 and 2^32."""
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    field = {"quantization_range": 2 ** 30, "modulus_range": 2 ** 40} if packed else {}
+    return SecAggPlusWorkflow(num_shares=s["clients"], reconstruction_threshold=max(2, (s["clients"] * 6) // 10),
+                              max_weight=float(max(len(p) for p in data()["parts"])) * 1.5, **field)
+
+
 def legacy_server_app(config: str):
     from flwr.common import ndarrays_to_parameters
     from flwr.server import LegacyContext, ServerApp, ServerConfig
     from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow import DefaultWorkflow
 
     from taskcodec.fl.flower_secure import SecureCompressedStrategy
 
@@ -210,17 +221,17 @@ def legacy_server_app(config: str):
                        initial_parameters=ndarrays_to_parameters(init), evaluate_fn=evaluate,
                        on_fit_config_fn=lambda r: {"server-round": r})
         strategy = inner
+        packed = config == "support-secagg" and s["pack_slots"] > 1
+        fit = secagg_workflow(s, packed) if "secagg" in config else None
         if config == "support-secagg":
             strategy = SecureCompressedStrategy(inner, method="support", ratio=s["support_ratio"], seed=s["seed"],
+                                                secagg=fit if packed else None,
+                                                pack_slots=max(1, s["pack_slots"]),
                                                 downlink={"ratio": 0.1, "values": "int8"})
         elif config == "sketch-secagg":
             strategy = SecureCompressedStrategy(inner, method="sketch", ratio=s["sketch_ratio"],
                                                 seed=s["seed"])
         ctx = LegacyContext(context=context, config=ServerConfig(num_rounds=s["rounds"]), strategy=strategy)
-        fit = None
-        if "secagg" in config:
-            fit = SecAggPlusWorkflow(num_shares=s["clients"], reconstruction_threshold=max(2, (s["clients"] * 6) // 10),
-                                     max_weight=float(max(len(p) for p in data()["parts"])) * 1.5)
         workflow = DefaultWorkflow(fit_workflow=fit) if fit is not None else DefaultWorkflow()
         log: Dict = {}
         workflow(MeteredGrid(grid, log), ctx)
@@ -331,7 +342,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--samples-per-client", type=int, default=0, help="cap per client (0: all)")
     ap.add_argument("--lr", type=float, default=0.02)
-    ap.add_argument("--support-ratio", type=float, default=0.04)
+    ap.add_argument("--support-ratio", type=float, default=0.08)
+    ap.add_argument("--pack-slots", type=int, default=2, help="shared-support values a SecAgg+ field element (1: none)")
     ap.add_argument("--sketch-ratio", type=float, default=0.05)
     ap.add_argument("--drop", type=float, default=0.0, help="probability that a client drops out of a round")
     ap.add_argument("--cpus", type=int, default=2)
@@ -362,7 +374,7 @@ def main(argv=None) -> int:
             for config in args.configs:
                 s = {"seed": seed, "partition": pname, "rounds": args.rounds, "clients": args.clients,
                      "samples": args.samples_per_client, "lr": args.lr, "support_ratio": args.support_ratio,
-                     "sketch_ratio": args.sketch_ratio, "drop": args.drop, "cpus": args.cpus, "data": args.data}
+                     "pack_slots": args.pack_slots, "sketch_ratio": args.sketch_ratio, "drop": args.drop, "cpus": args.cpus, "data": args.data}
                 os.environ["TASKCODEC_SECAGG_BENCH"] = json.dumps(s)
                 SETTINGS.clear()
                 _DATA.clear()
