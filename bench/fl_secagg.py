@@ -368,7 +368,19 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     machine = describe_machine()
     t0 = time.time()
-    runs = []
+    runs: List[Dict] = []
+    kept = {k: v for k, v in vars(args).items() if k not in ("out", "json", "from_json", "data")}
+    path = Path(args.json) if args.json else out / "fl_secagg.json"
+
+    def save(done: bool) -> Dict:
+        """The results so far (written after every run, so that a run cut short keeps them)."""
+        result = {"benchmark": "fl_secagg", "args": kept, "runs": runs, "machine": machine,
+                  "wall_s": time.time() - t0, "complete": done, **tables(runs),
+                  "target": ">= 20x fewer uplink payload bytes than dense SecAgg+ at <= 1 point accuracy loss "
+                            "against dense FedAvg (IID and Dirichlet 0.5, worst seed)"}
+        path.write_text(json.dumps(result, indent=1))
+        return result
+
     for seed in args.seeds:
         for pname in args.partitions:
             for config in args.configs:
@@ -387,14 +399,8 @@ def main(argv=None) -> int:
                 print(f"  seed {seed} {pname:>6} {config:>15}: acc {row['final_accuracy']:.4f}, uplink/client/round "
                       f"{row['uplink_bytes_per_client_round'] / 1e3:.1f} kB (payload "
                       f"{row['uplink_payload_bytes_per_client_round'] / 1e3:.1f} kB), {row['wall_s']:.0f} s", flush=True)
-    kept = {k: v for k, v in vars(args).items() if k not in ("out", "json", "from_json", "data")}
-    result = {"benchmark": "fl_secagg", "args": kept, "runs": runs, "machine": machine,
-              "wall_s": time.time() - t0, **tables(runs),
-              "target": ">= 20x fewer uplink payload bytes than dense SecAgg+ at <= 1 point accuracy loss "
-                        "against dense FedAvg (IID and Dirichlet 0.5, worst seed)"}
-    path = Path(args.json) if args.json else out / "fl_secagg.json"
-    path.write_text(json.dumps(result, indent=1))
-    report(result, out)
+                save(False)
+    report(save(True), out)
     return 0
 
 
@@ -444,7 +450,7 @@ def report(result: Dict, out: Path) -> None:
                 f"({r['uplink_payload_bytes_per_client_round'] / 1e3:.1f} + "
                 f"{r['uplink_keyshare_bytes_per_client_round'] / 1e3:.1f}) | "
                 f"{'—' if ratio is None else f'{ratio:.1f}×'} | {r['downlink_bytes_per_client_round'] / 1e3:.1f} kB | "
-                f"{100 * r['final_accuracy']:.2f} % | {'—' if name == 'dense-fedavg' else f'{loss:+.2f} pt'} | "
+                f"{100 * r['final_accuracy']:.2f} % | {'—' if name == 'dense-fedavg' or loss is None else f'{loss:+.2f} pt'} | "
                 f"{r['link_s_per_round']:.2f} s |")
     text = "\n".join(lines)
     print(text)
