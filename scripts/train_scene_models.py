@@ -6,7 +6,10 @@
 
 ``blip``: the captioner and the VQA model with their shared vision model, trained together
 (per step: the caption loss against one of each scene's five reference captions, drawn at
-random, plus the answer loss of four of its questions). ``vit``: the 24-class scene classifier.
+random, plus the answer loss of four of its questions). ``blip --vqa-only``: from ``--init``,
+only the VQA model's text side (question encoder and answer decoder) trains, on every question
+of each scene, over the vision model's token maps computed once (the vision model and the
+captioner stay bit for bit as they are, so captions and token-map codecs do not change). ``vit``: the 24-class scene classifier.
 The defaults are the shipped settings (seed 0, ``--scenes`` training scenes of
 :func:`taskcodec.zoo.scenes.scene` with seed 0, AdamW, warm-up then cosine decay, one CPU
 thread). The scenes are rendered once into ``<data dir>/scene_cache`` (uint8, memory-mapped).
@@ -92,6 +95,31 @@ def blip_losses(captioner: Any, vqa: Any, x: torch.Tensor, batch: List[scenes.Sc
     return l_cap, l_vqa
 
 
+def vision_maps(vqa: Any, images: np.ndarray) -> np.ndarray:
+    """The vision model's token maps of all ``images`` (float16, computed once)."""
+    maps = []
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(images), 250), desc="token maps"):
+            x = vlm.pixels(np.asarray(images[i:i + 250]))
+            maps.append(vqa.vision_model(pixel_values=x).last_hidden_state.numpy().astype(np.float16))
+    return np.concatenate(maps)
+
+
+def vqa_loss(vqa: Any, emb: torch.Tensor, batch: List[scenes.Scene], bos: int) -> torch.Tensor:
+    """The answer loss of every question of every scene in ``batch`` (``emb``: their token maps)."""
+    tok = vlm.tokenizer()
+    qa = [(j, q, a) for j, s in enumerate(batch) for q, a in s.qa]
+    q = tok([x[1] for x in qa], padding=True, return_tensors="pt")
+    a = tok([x[2] for x in qa], padding=True, return_tensors="pt")
+    aid = a.input_ids.clone()
+    aid[:, 0] = bos
+    qe = vqa.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask,
+                          encoder_hidden_states=emb[[x[0] for x in qa]], return_dict=False)[0]
+    return vqa.text_decoder(input_ids=aid, attention_mask=a.attention_mask, encoder_hidden_states=qe,
+                            encoder_attention_mask=q.attention_mask,
+                            labels=aid.masked_fill(a.attention_mask == 0, -100), reduction="mean").loss
+
+
 def evaluate_blip(captioner: Any, vqa: Any, val: List[scenes.Scene]) -> Dict[str, float]:
     import sacrebleu
 
@@ -134,12 +162,17 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vqa-only", action="store_true",
+                    help="blip, with --init: train the VQA model's text side only, on every question "
+                    "of each scene, over token maps computed once")
     ap.add_argument("--init", type=Path, default=None,
                     help="a folder holding scenes-<model>.safetensors to continue training from")
     ap.add_argument("--vision-from", type=Path, default=None,
                     help="blip: a folder holding scenes-vit.safetensors; the vision model starts "
                     "as that classifier's encoder (taskcodec.zoo.vlm.vision_state_from_vit)")
     args = ap.parse_args(argv)
+    if args.vqa_only and (args.model != "blip" or args.init is None or args.vision_from is not None):
+        ap.error("--vqa-only trains the VQA text side of an --init blip (and takes no --vision-from)")
     steps = args.steps or (6000 if args.model == "blip" else 10000)
     torch.set_num_threads(args.threads)
     images, meta = scene_cache(0, args.scenes)
@@ -165,18 +198,32 @@ def main(argv: Any = None) -> int:
         vit = vlm.build_vit()
         vlm.load_weights(vit, path)
         vqa.vision_model.load_state_dict(vlm.vision_state_from_vit(vit))
+    maps = None
+    if args.vqa_only:
+        for p in vqa.vision_model.parameters():
+            p.requires_grad_(False)
+        params = list({id(p): p for n, p in vqa.named_parameters()
+                       if not n.startswith("vision_model") and p.requires_grad}.values())
+        captioner.eval(), vqa.eval()
+        maps = vision_maps(vqa, images)
+        vqa.train()
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule(s, steps, args.warmup))
     t0 = time.time()
     bar = tqdm(range(steps), desc=f"training scenes-{args.model}")
     for step in bar:
         idx = np.sort(rng.choice(len(meta), size=args.batch, replace=False))
-        x = vlm.pixels(np.asarray(images[idx]))
-        if args.model == "blip":
+        if maps is not None:
+            loss = vqa_loss(vqa, torch.from_numpy(maps[idx].astype(np.float32)), [meta[i] for i in idx],
+                            captioner.config.text_config.bos_token_id)
+            shown = {"vqa": f"{float(loss):.3f}"}
+        elif args.model == "blip":
+            x = vlm.pixels(np.asarray(images[idx]))
             l_cap, l_vqa = blip_losses(captioner, vqa, x, [meta[i] for i in idx], rng, args.questions)
             loss = l_cap + l_vqa
             shown = {"caption": f"{float(l_cap):.3f}", "vqa": f"{float(l_vqa):.3f}"}
         else:
+            x = vlm.pixels(np.asarray(images[idx]))
             loss = vit(pixel_values=x, labels=torch.tensor([meta[i].label for i in idx])).loss
             shown = {"loss": f"{float(loss):.3f}"}
         opt.zero_grad(set_to_none=True)
@@ -207,7 +254,8 @@ def main(argv: Any = None) -> int:
     digest = hashlib.sha256((args.out / f"{name}.safetensors").read_bytes()).hexdigest()
     rec = {
         "model": name, "seed": args.seed, "scenes_seed": 0, "train_scenes": args.scenes,
-        "steps": steps, "batch": args.batch, "questions_per_scene": args.questions if args.model == "blip" else None,
+        "steps": steps, "batch": args.batch,
+        "questions_per_scene": ("all" if args.vqa_only else args.questions) if args.model == "blip" else None,
         "lr": args.lr, "warmup": args.warmup, "weight_decay": 0.05, "threads": args.threads,
         "init_sha256": init_digest, "vision_from_sha256": vision_digest, "parameters": int(n_params), "stored_as": "float16", "sha256": digest,
         "train_seconds": round(train_s, 1), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -215,6 +263,16 @@ def main(argv: Any = None) -> int:
         "validation": {"scenes": args.val, "split": "val", "float32_weights": scores},
         "command": "python scripts/train_scene_models.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if args.vqa_only:  # one more stage of the init's model: keep the stages before it
+        prior = json.loads((args.init / f"{name}.json").read_text())
+        stages = prior.get("stages", [])
+        what = "the VQA model's text side only, every question of each scene, over frozen token maps"
+        stages.append({"stage": len(stages) + 1, "what": what, "steps": steps, "batch": args.batch,
+                       "lr": args.lr, "warmup": args.warmup, "seed": args.seed,
+                       "train_seconds": rec["train_seconds"], "validation": scores})
+        rec.update(stages=stages, command=prior.get("command", "") + " && " + rec["command"],
+                   train_seconds_total=round(sum(st["train_seconds"] for st in stages), 1),
+                   vision_from_sha256=prior.get("vision_from_sha256"))
     (args.out / f"{name}.json").write_text(json.dumps(rec, indent=2) + "\n")
     print(json.dumps(rec, indent=2))
     return 0

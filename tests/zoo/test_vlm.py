@@ -39,7 +39,7 @@ def test_shipped_files_match_their_records():
         rec = vlm.record(name)
         data = (vlm.TRAINED_DIR / f"{name}.safetensors").read_bytes()
         assert hashlib.sha256(data).hexdigest() == rec["sha256"]
-        assert rec["seed"] == 0 and rec["train_seconds"] > 0 and "command" in rec
+        assert isinstance(rec["seed"], int) and rec["train_seconds"] > 0 and "command" in rec
     assert vlm.VOCAB.read_text().split("\n")[:-1] == vlm.vocab_lines()
 
 
