@@ -12,9 +12,12 @@ Flower's own ``SecAggPlusWorkflow``::
 
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
     from taskcodec.fl.flower_secure import SecureCompressedStrategy
-    strategy = SecureCompressedStrategy(FedAvg(fraction_fit=1.0), method="support", ratio=0.04)
+    fit = SecAggPlusWorkflow(num_shares=..., reconstruction_threshold=...,
+                             quantization_range=2 ** 30, modulus_range=2 ** 40)
+    strategy = SecureCompressedStrategy(FedAvg(fraction_fit=1.0), method="support", ratio=0.08,
+                                        secagg=fit)  # two values packed into each field element
     context = LegacyContext(context=context, config=ServerConfig(num_rounds=60), strategy=strategy)
-    DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(num_shares=..., reconstruction_threshold=...))(grid, context)
+    DefaultWorkflow(fit_workflow=fit)(grid, context)
 
 Each round the server puts into every FitIns config the method, the model size and either
 the round's support (``method="support"``, :class:`~taskcodec.fl.secure.SupportPlanner`) or
