@@ -271,10 +271,11 @@ class SecureCompressedStrategy(Strategy):
             logger.warning("round %d: the aggregate is not a vector of %d values; the model is kept",
                            server_round, n_expected)
             return None, {}
-        # Under SecAgg+ every result holds the same aggregate; without it, the clients' own vectors.
-        mean = sum(w * v[0].astype(np.float64).reshape(-1) for w, v in zip(weights, vectors)) / weights.sum()
-        mean = mean.astype(np.float32)
-        if self._packing is not None:  # SecAgg+'s aggregate of the packed vectors: unpack the mean
+        if self._packing is None:
+            # Under SecAgg+ every result holds the same aggregate; without it, the clients' own vectors.
+            mean = sum(w * v[0].astype(np.float64).reshape(-1) for w, v in zip(weights, vectors)) / weights.sum()
+            mean = mean.astype(np.float32)
+        else:  # SecAgg+'s one aggregate of the packed vectors: unpack the mean
             try:
                 mean = self._packing.decode(vectors[0][0], self._support.size, self._pack_step,
                                             [res.num_examples for _, res in results])

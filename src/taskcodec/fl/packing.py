@@ -119,7 +119,8 @@ class FieldPacking:
         return -(-int(k) // self.slots)
 
     def weight(self, num_examples: float) -> float:
-        """The weight SecAgg+ gives a client of ``num_examples`` (its own formula)."""
+        """The weight SecAgg+ gives a client of ``num_examples`` (its own formula; exact, as
+        the quantization range is a power of two)."""
         return round(float(num_examples) / self.max_weight * self.quantization_range) / self.quantization_range
 
     def encode(self, values: np.ndarray, step: float, num_examples: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,8 +162,8 @@ class FieldPacking:
             raise TaskcodecError(f"a packed aggregate of {self.elements(k)} elements from 1..{self.clients} "
                                  f"clients, got {agg.size} elements from {n}")
         c, t = self.clipping_range, self.quantization_range
-        w_total = sum(round(float(e) / self.max_weight * t) for e in num_examples)
-        raw = (agg * w_total / t + n * c) * (t / (2 * c))
+        w_total = sum(self.weight(e) for e in num_examples)  # what SecAgg+ divided the sum by
+        raw = (agg * w_total + n * c) * (t / (2 * c))
         s = np.rint(raw)
         if not np.isfinite(s).all() or (s < 0).any() or (s >= 2.0 ** (self.slots * self.width)).any():
             raise TaskcodecError("the aggregate is not a sum of packed values")
@@ -174,4 +175,4 @@ class FieldPacking:
         mask = (1 << self.width) - 1
         for j in range(self.slots):
             out[:, j] = ((s >> (j * self.width)) & mask) - n * self.half
-        return (out.reshape(-1)[:k] * step / (w_total / t)).astype(np.float32)
+        return (out.reshape(-1)[:k] * step / w_total).astype(np.float32)
