@@ -105,6 +105,24 @@ def make_client_app(secagg: bool = True, dp: bool = False) -> ClientApp:
                      mods=mods)
 
 
+def check_unpacked(spy: str, rnd: int, survivors: list, k: int = 123, sampled: int = 10) -> np.ndarray:
+    """The mean the packed server unpacked in round ``rnd`` (``sampled`` clients asked, the
+    packing's headroom) from SecAgg+'s aggregate; checked
+    equal to the mean of the survivors' own vectors, each unpacked alone (SecAgg+'s aggregate
+    of one client is that client's vector)."""
+    from taskcodec.fl.packing import FieldPacking
+
+    levels, modulus = FIELD["packed"]
+    packing = FieldPacking(clipping_range=8.0, quantization_range=levels, modulus_range=modulus,
+                           max_weight=2.0 * SAMPLES, clients=sampled)
+    step = float(np.load(os.path.join(spy, f"packstep-{rnd}.npy")))
+    each = [packing.decode(np.load(os.path.join(spy, f"vec-{rnd}-{p}.npy")), k, step, [SAMPLES]) for p in survivors]
+    mean = packing.decode(np.load(os.path.join(spy, f"agg-{rnd}.npy")), k, step, [SAMPLES] * len(survivors))
+    # one unit of one client would be step / (0.5 * survivors) off; float32 rounding is far less
+    np.testing.assert_allclose(mean, np.mean(each, axis=0), rtol=0, atol=1e-3 * step)
+    return mean
+
+
 class Recording(SecureCompressedStrategy):
     """Keeps the aggregate that SecAgg+ revealed each round."""
 

@@ -97,24 +97,12 @@ def test_packed_shared_support_under_secagg_with_dropout(tmp_path):
     import flower_app
     import secure_app
 
-    from taskcodec.fl.packing import FieldPacking
-
     res, spy = _simulate(tmp_path, "support-packed")
     _check_rounds(spy, 6, field="packed")
-    levels, modulus = secure_app.FIELD["packed"]
     for rnd in range(1, 7):
         assert res["uplink_values"][str(rnd)] == 62  # 123 support values, two an element
         survivors = [p for p in range(10) if not flower_app.dropped(rnd, p)]
-        packing = FieldPacking(clipping_range=8.0, quantization_range=levels, modulus_range=modulus,
-                               max_weight=2.0 * flower_app.SAMPLES, clients=10)
-        pack_step = float(np.load(spy / f"packstep-{rnd}.npy"))
-        vecs = _load(spy, "vec", rnd)
-        # SecAgg+'s aggregate of one client is that client's own vector: unpack each alone
-        each = [packing.decode(vecs[p], 123, pack_step, [flower_app.SAMPLES]) for p in survivors]
-        mean = packing.decode(np.load(spy / f"agg-{rnd}.npy"), 123, pack_step,
-                              [flower_app.SAMPLES] * len(survivors))
-        # one unit of one client would be pack_step / (0.5 * survivors) off; float32 rounding is far less
-        np.testing.assert_allclose(mean, np.mean(each, axis=0), rtol=0, atol=1e-3 * pack_step)
+        mean = secure_app.check_unpacked(str(spy), rnd, survivors)
         moved = np.load(spy / f"model-{rnd}.npy") - np.load(spy / f"model-{rnd - 1}.npy")
         support = np.load(spy / f"support-{rnd}.npy")
         np.testing.assert_allclose(moved[support], mean, rtol=0, atol=1e-6)  # float32 weights near 1
