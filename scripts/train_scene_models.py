@@ -9,7 +9,8 @@
 random, plus the answer loss of four of its questions). ``blip --vqa-only``: from ``--init``,
 only the VQA model's text side (question encoder and answer decoder) trains, on every question
 of each scene, over the vision model's token maps computed once (the vision model and the
-captioner stay bit for bit as they are, so captions and token-map codecs do not change). ``vit``: the 24-class scene classifier.
+captioner stay bit for bit as they are, so captions and token-map codecs do not change).
+``vit``: the 24-class scene classifier.
 The defaults are the shipped settings (seed 0, ``--scenes`` training scenes of
 :func:`taskcodec.zoo.scenes.scene` with seed 0, AdamW, warm-up then cosine decay, one CPU
 thread). The scenes are rendered once into ``<data dir>/scene_cache`` (uint8, memory-mapped).
@@ -67,6 +68,20 @@ def schedule(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
+def vqa_loss(vqa: Any, emb: torch.Tensor, qa: List[Tuple[str, str]], bos: int) -> torch.Tensor:
+    """The answer loss of questions and answers ``qa``; ``emb``: the token map of each one's scene."""
+    tok = vlm.tokenizer()
+    q = tok([x for x, _ in qa], padding=True, return_tensors="pt")
+    a = tok([x for _, x in qa], padding=True, return_tensors="pt")
+    aid = a.input_ids.clone()
+    aid[:, 0] = bos
+    qe = vqa.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask, encoder_hidden_states=emb,
+                          return_dict=False)[0]
+    return vqa.text_decoder(input_ids=aid, attention_mask=a.attention_mask, encoder_hidden_states=qe,
+                            encoder_attention_mask=q.attention_mask,
+                            labels=aid.masked_fill(a.attention_mask == 0, -100), reduction="mean").loss
+
+
 def blip_losses(captioner: Any, vqa: Any, x: torch.Tensor, batch: List[scenes.Scene],
                 rng: np.random.Generator, questions: int) -> Tuple[torch.Tensor, torch.Tensor]:
     tok = vlm.tokenizer()
@@ -81,17 +96,7 @@ def blip_losses(captioner: Any, vqa: Any, x: torch.Tensor, batch: List[scenes.Sc
                                    labels=ids.masked_fill(cap.attention_mask == 0, -100),
                                    reduction="mean").loss
     qa = [s.qa[int(k)] for s in batch for k in rng.choice(len(s.qa), size=questions, replace=False)]
-    q = tok([a for a, _ in qa], padding=True, return_tensors="pt")
-    a = tok([b for _, b in qa], padding=True, return_tensors="pt")
-    aid = a.input_ids.clone()
-    aid[:, 0] = bos
-    qe = vqa.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask,
-                          encoder_hidden_states=emb.repeat_interleave(questions, 0),
-                          return_dict=False)[0]
-    l_vqa = vqa.text_decoder(input_ids=aid, attention_mask=a.attention_mask,
-                             encoder_hidden_states=qe, encoder_attention_mask=q.attention_mask,
-                             labels=aid.masked_fill(a.attention_mask == 0, -100),
-                             reduction="mean").loss
+    l_vqa = vqa_loss(vqa, emb.repeat_interleave(questions, 0), qa, bos)
     return l_cap, l_vqa
 
 
@@ -103,21 +108,6 @@ def vision_maps(vqa: Any, images: np.ndarray) -> np.ndarray:
             x = vlm.pixels(np.asarray(images[i:i + 250]))
             maps.append(vqa.vision_model(pixel_values=x).last_hidden_state.numpy().astype(np.float16))
     return np.concatenate(maps)
-
-
-def vqa_loss(vqa: Any, emb: torch.Tensor, batch: List[scenes.Scene], bos: int) -> torch.Tensor:
-    """The answer loss of every question of every scene in ``batch`` (``emb``: their token maps)."""
-    tok = vlm.tokenizer()
-    qa = [(j, q, a) for j, s in enumerate(batch) for q, a in s.qa]
-    q = tok([x[1] for x in qa], padding=True, return_tensors="pt")
-    a = tok([x[2] for x in qa], padding=True, return_tensors="pt")
-    aid = a.input_ids.clone()
-    aid[:, 0] = bos
-    qe = vqa.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask,
-                          encoder_hidden_states=emb[[x[0] for x in qa]], return_dict=False)[0]
-    return vqa.text_decoder(input_ids=aid, attention_mask=a.attention_mask, encoder_hidden_states=qe,
-                            encoder_attention_mask=q.attention_mask,
-                            labels=aid.masked_fill(a.attention_mask == 0, -100), reduction="mean").loss
 
 
 def evaluate_blip(captioner: Any, vqa: Any, val: List[scenes.Scene]) -> Dict[str, float]:
@@ -214,7 +204,9 @@ def main(argv: Any = None) -> int:
     for step in bar:
         idx = np.sort(rng.choice(len(meta), size=args.batch, replace=False))
         if maps is not None:
-            loss = vqa_loss(vqa, torch.from_numpy(maps[idx].astype(np.float32)), [meta[i] for i in idx],
+            emb = torch.from_numpy(maps[idx].astype(np.float32))
+            qa = [(j, q, a) for j, i in enumerate(idx) for q, a in meta[i].qa]  # every question
+            loss = vqa_loss(vqa, emb[[j for j, _, _ in qa]], [(q, a) for _, q, a in qa],
                             captioner.config.text_config.bos_token_id)
             shown = {"vqa": f"{float(loss):.3f}"}
         elif args.model == "blip":
