@@ -31,6 +31,7 @@ reconstructs the masks of the clients that drop out).
 Run: python bench/fl_secagg.py [--rounds 60] [--seeds 0 1] [--partitions iid dir0.5]
          [--configs ...] [--json PATH] [--out DIR]
      python bench/fl_secagg.py --from-json DIR/fl_secagg.json --out DIR   (tables and plot again)
+     python bench/fl_secagg.py --from-summary RUN.txt --out DIR   (tables from a run's printed lines)
 """
 
 from __future__ import annotations
@@ -225,8 +226,7 @@ def legacy_server_app(config: str):
         fit = secagg_workflow(s, packed) if "secagg" in config else None
         if config == "support-secagg":
             strategy = SecureCompressedStrategy(inner, method="support", ratio=s["support_ratio"], seed=s["seed"],
-                                                secagg=fit if packed else None,
-                                                pack_slots=max(1, s["pack_slots"]),
+                                                secagg=fit if packed else None, pack_slots=s["pack_slots"],
                                                 downlink={"ratio": 0.1, "values": "int8"})
         elif config == "sketch-secagg":
             strategy = SecureCompressedStrategy(inner, method="sketch", ratio=s["sketch_ratio"],
@@ -349,10 +349,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--data", default=None)
     ap.add_argument("--json", default=None, help="write the results here (default: OUT/fl_secagg.json)")
+    ap.add_argument("--from-summary", metavar="TXT",
+                    help="only the tables again, from the per-run lines a run printed (its JSON lost): "
+                    "accuracy and uplink bytes, no downlink or link time")
     ap.add_argument("--from-json", metavar="JSON",
                     help="no training: the tables and the plot again from a saved fl_secagg.json, to --out")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
+    if args.from_summary:
+        runs = read_summary(Path(args.from_summary))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        report({"runs": runs, **tables(runs)}, Path(args.out))
+        return 0
     if args.from_json:
         result = json.loads(Path(args.from_json).read_text())
         result.update(tables(result["runs"]))
@@ -416,9 +424,11 @@ def table(runs: List[Dict]) -> Dict:
         rs = [r for r in runs if r["config"] == name]
         row = {k: int(round(np.mean([r[k] for r in rs]))) for k in
                ("uplink_bytes_per_client_round", "uplink_payload_bytes_per_client_round",
-                "uplink_keyshare_bytes_per_client_round", "downlink_bytes_per_client_round")}
+                "uplink_keyshare_bytes_per_client_round", "downlink_bytes_per_client_round")
+               if all(k in r for r in rs)}  # a printed summary holds no downlink
         row["final_accuracy"] = float(np.mean([r["final_accuracy"] for r in rs]))
-        row["link_s_per_round"] = float(np.mean([r["link_s_per_round"] for r in rs]))
+        if all("link_s_per_round" in r for r in rs):
+            row["link_s_per_round"] = float(np.mean([r["link_s_per_round"] for r in rs]))
         row["runs"] = len(rs)
         losses = [ref[(r["partition"], r["seed"])] - r["final_accuracy"] for r in rs if (r["partition"], r["seed"]) in ref]
         if losses:
@@ -431,6 +441,21 @@ def table(runs: List[Dict]) -> Dict:
     return out
 
 
+def read_summary(path: Path) -> List[Dict]:
+    """The runs of the per-run lines ``main`` prints (bytes to the printed 0.1 kB)."""
+    import re
+
+    line = re.compile(r"\s*seed (\d+)\s+(\S+)\s+(\S+): acc ([\d.]+), uplink/client/round ([\d.]+) kB "
+                      r"\(payload ([\d.]+) kB\)")
+    runs = []
+    for m in filter(None, map(line.match, path.read_text().splitlines())):
+        up, pay = round(float(m[5]) * 1e3), round(float(m[6]) * 1e3)
+        runs.append({"seed": int(m[1]), "partition": m[2], "config": m[3], "final_accuracy": float(m[4]),
+                     "uplink_bytes_per_client_round": up, "uplink_payload_bytes_per_client_round": pay,
+                     "uplink_keyshare_bytes_per_client_round": up - pay})
+    return runs
+
+
 def tables(runs: List[Dict]) -> Dict:
     """``configs`` over every run, and ``by_partition``: the same per partition."""
     parts = list(dict.fromkeys(r["partition"] for r in runs))
@@ -440,18 +465,19 @@ def tables(runs: List[Dict]) -> Dict:
 def report(result: Dict, out: Path) -> None:
     lines = ["| split | config | uplink / client / round (payload + key sharing) | payload vs dense SecAgg+ | "
              "downlink / client / round | final accuracy (mean) | loss vs dense FedAvg (worst seed) | "
-             "link time / round |", "|---|---|---|---|---|---|---|---|"]
+             "link time / round | runs |", "|---|---|---|---|---|---|---|---|---|"]
     for pname, rows in result["by_partition"].items():
         for name, r in rows.items():
             ratio = r.get("payload_vs_dense_secagg")
             loss = r.get("worst_loss_points")
+            down, link = r.get("downlink_bytes_per_client_round"), r.get("link_s_per_round")
             lines.append(
                 f"| {pname} | {name} | {r['uplink_bytes_per_client_round'] / 1e3:.1f} kB "
                 f"({r['uplink_payload_bytes_per_client_round'] / 1e3:.1f} + "
                 f"{r['uplink_keyshare_bytes_per_client_round'] / 1e3:.1f}) | "
-                f"{'—' if ratio is None else f'{ratio:.1f}×'} | {r['downlink_bytes_per_client_round'] / 1e3:.1f} kB | "
+                f"{'—' if ratio is None else f'{ratio:.1f}×'} | {'—' if down is None else f'{down / 1e3:.1f} kB'} | "
                 f"{100 * r['final_accuracy']:.2f} % | {'—' if name == 'dense-fedavg' or loss is None else f'{loss:+.2f} pt'} | "
-                f"{r['link_s_per_round']:.2f} s |")
+                f"{'—' if link is None else f'{link:.2f} s'} | {r['runs']} |")
     text = "\n".join(lines)
     print(text)
     (out / "fl_secagg.md").write_text(text + "\n")
@@ -461,6 +487,8 @@ def report(result: Dict, out: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return
+    if not all("accuracy" in r for r in result["runs"]):  # no curves in a printed summary
         return
     parts = sorted({r["partition"] for r in result["runs"]})
     fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 4), squeeze=False)

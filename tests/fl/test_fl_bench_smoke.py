@@ -87,9 +87,9 @@ def test_fl_secagg_smoke(tmp_path):
         data = find_fashion_mnist()
     except FileNotFoundError as exc:
         missing(str(exc), FASHION_MNIST_HINT)
-    _run([str(ROOT / "bench" / "fl_secagg.py"), "--data", str(data), "--rounds", "2", "--clients", "4",
-          "--samples-per-client", "100", "--seeds", "0", "--partitions", "iid",
-          "--json", str(tmp_path / "secagg.json")], tmp_path, timeout=600)
+    printed = _run([str(ROOT / "bench" / "fl_secagg.py"), "--data", str(data), "--rounds", "2", "--clients", "4",
+                    "--samples-per-client", "100", "--seeds", "0", "--partitions", "iid",
+                    "--json", str(tmp_path / "secagg.json")], tmp_path, timeout=600)
     res = json.loads((tmp_path / "secagg.json").read_text())
     configs = res["configs"]
     assert set(configs) == {"dense-fedavg", "dense-secagg", "support-secagg", "sketch-secagg", "topk"}
@@ -108,6 +108,19 @@ def test_fl_secagg_smoke(tmp_path):
     out = _run([str(ROOT / "bench" / "fl_secagg.py"), "--from-json", str(tmp_path / "secagg.json")], again)
     assert json.loads((again / "fl_secagg.json").read_text())["configs"] == configs
     assert "| iid | support-secagg |" in out and (again / "fl_secagg.png").stat().st_size > 0
+    # The tables from the run's printed lines alone: the same accuracies, and the payload ratios
+    # up to the printed bytes' rounding (0.05 kB).
+    (tmp_path / "printed.txt").write_text(printed)
+    out = _run([str(ROOT / "bench" / "fl_secagg.py"), "--from-summary", str(tmp_path / "printed.txt")],
+               tmp_path / "summary")
+    rows = {c[2].strip(): c for c in (line.split("|") for line in out.splitlines()) if len(c) > 3 and c[1].strip() == "iid"}
+    assert set(rows) == set(configs)
+    for name, row in configs.items():
+        cells = rows[name]
+        assert cells[6].strip() == f"{100 * row['final_accuracy']:.2f} %" and cells[5].strip() == "—", cells
+        pay = row["uplink_payload_bytes_per_client_round"]
+        ratio = float(cells[4].strip().rstrip("×"))
+        assert dense / (pay + 50) - 0.05 <= ratio <= dense / max(pay - 50, 1) + 0.05, (name, ratio)
 
 
 def _fake_cifar10(root: Path, per_batch: int = 40) -> None:
