@@ -69,6 +69,80 @@ def test_answers_and_captions_on_unseen_scenes(blip, embeds):
     assert np.mean(named) > 0.8
 
 
+def _prefix_greedy(decoder, states, mask, max_new_tokens):
+    """Greedy decoding through transformers' own forward, the whole prefix at each step (the
+    reference for StepDecoder)."""
+    tok = vlm.tokenizer()
+    ids = torch.full((states.shape[0], 1), decoder.config.bos_token_id, dtype=torch.long)
+    done = torch.zeros(states.shape[0], dtype=torch.bool)
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            logits = decoder(input_ids=ids, encoder_hidden_states=states,
+                             encoder_attention_mask=mask).logits[:, -1]
+            nxt = logits.argmax(-1).masked_fill(done, tok.pad_token_id)
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= nxt == tok.sep_token_id
+            if bool(done.all()):
+                break
+    return ids
+
+
+def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
+    """The kept-cache decoder gives the tokens of transformers' forward on captions and on
+    questions asked alone, and the same first-step logits to float rounding. In a batch of
+    questions of different lengths it masks the padding (transformers 5 drops that mask), so
+    each answer is the one the question gets alone."""
+    from taskcodec.errors import TaskcodecError
+    from taskcodec.zoo.blip_decode import StepDecoder
+
+    captioner, vqa = blip
+    qa = [(i, q) for i, s in enumerate(TEST[:12]) for q, _ in s.qa]
+    assert len({len(q.split()) for _, q in qa}) > 3  # the batch is padded
+    caps = vlm.caption(captioner, embeds)
+    batched = vlm.answer(vqa, embeds[[i for i, _ in qa]], [q for _, q in qa])
+    alone = [vlm.answer(vqa, embeds[i:i + 1], [q])[0] for i, q in qa]
+    assert batched == alone
+    states = embeds[:4]
+    ones = torch.ones(states.shape[:2], dtype=torch.long)
+    fast = vlm.greedy(captioner.text_decoder, states, ones, 20)
+    ids, mask, _ = vlm.question_ids([qa[0][1]] * 8)  # one length: no padding
+    with torch.inference_mode():
+        enc = embeds[:8]
+        q = vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc,
+                             return_dict=False)[0]
+        bos = torch.full((8, 1), vqa.text_decoder.config.bos_token_id, dtype=torch.long)
+        ref = vqa.text_decoder(input_ids=bos, encoder_hidden_states=q,
+                               encoder_attention_mask=mask).logits[:, -1]
+        step = StepDecoder(vqa.text_decoder)
+        got = step._step(bos, 0, [None] * len(step.layers), *step._cross(q, mask))
+    assert torch.allclose(got, ref, rtol=0, atol=1e-5)
+    # Padded: each row's logits are those of its question alone (unmasked padding moves them
+    # by about 0.03).
+    questions = [q for _, q in qa[:8]]
+    ids, mask, _ = vlm.question_ids(questions)
+    assert not bool(mask.all())
+
+    def first_logits(ids, mask, enc):
+        with torch.inference_mode():
+            q = vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc,
+                                 return_dict=False)[0]
+            return step._step(bos[:len(ids)], 0, [None] * len(step.layers),
+                              *step._cross(q, mask))
+
+    padded = first_logits(ids, mask, embeds[[i for i, _ in qa[:8]]])
+    for r, (i, question) in enumerate(qa[:8]):
+        one = first_logits(*vlm.question_ids([question])[:2], embeds[i:i + 1])
+        assert torch.allclose(padded[r], one[0], rtol=0, atol=1e-4), question
+    monkeypatch.setattr(vlm, "greedy", _prefix_greedy)
+    assert torch.equal(fast, _prefix_greedy(captioner.text_decoder, states, ones, 20))
+    assert caps == vlm.caption(captioner, embeds)
+    assert alone == [vlm.answer(vqa, embeds[i:i + 1], [q])[0] for i, q in qa]
+    with pytest.raises(TaskcodecError, match="BLIP text decoder"):
+        StepDecoder(vqa.vision_model)
+    with pytest.raises(TaskcodecError, match="positions"):
+        StepDecoder(captioner.text_decoder).greedy(states, None, 10_000, 1, 2, 0)
+
+
 def test_vit_classifies_unseen_scenes():
     vit = vlm.load_vit()
     with torch.inference_mode():

@@ -220,23 +220,14 @@ def greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int) -> Any:
     """Greedy decoding of a BLIP text decoder cross-attending to ``states`` (``mask`` over
     them): ``[DEC]`` then the argmax token until ``[SEP]`` or ``max_new_tokens``. The same
     tokens as ``generate(do_sample=False)``, without its fixed cost per call (about 20 ms
-    here, more than the whole decoding of these short texts)."""
-    import torch
+    here), one token a step with the earlier tokens' keys and values kept
+    (:class:`~taskcodec.zoo.blip_decode.StepDecoder`): a 13-token caption in about 7.5 ms on
+    one thread, against 23 ms recomputing the prefix through ``transformers``."""
+    from taskcodec.zoo.blip_decode import StepDecoder
 
     tok = tokenizer()
-    n = states.shape[0]
-    ids = torch.full((n, 1), decoder.config.bos_token_id, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            logits = decoder(input_ids=ids, encoder_hidden_states=states,
-                             encoder_attention_mask=mask).logits[:, -1]
-            nxt = logits.argmax(-1).masked_fill(done, tok.pad_token_id)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            done |= nxt == tok.sep_token_id
-            if bool(done.all()):
-                break
-    return ids
+    return StepDecoder(decoder).greedy(states, mask, max_new_tokens, decoder.config.bos_token_id,
+                                       tok.sep_token_id, tok.pad_token_id)
 
 
 def caption(captioner: Any, image_embeds: Any, max_new_tokens: int = 20) -> List[str]:
