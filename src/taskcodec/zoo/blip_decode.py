@@ -4,9 +4,10 @@
 layers of width 128) in about 1.3 ms on one CPU thread, nearly all of it the per-call cost of
 its wrappers (output capture, mask building, the cache objects) around 18 small matrix
 products. On a slow link the edge's caption time is most of a split request's latency, so
-:class:`StepDecoder` runs the same operations, in the same order, straight on the model's
-own parameters: the self-attention keys and values of earlier tokens are kept, the
-cross-attention keys and values of the image (or question) states are computed once. The
+:class:`StepDecoder` runs the same operations straight on the model's own parameters (the
+three self-attention projections as one product): the self-attention keys and values of
+earlier tokens are kept, the cross-attention keys and values of the image (or question)
+states are computed once. The
 tokens are the ones ``transformers`` gives (a test compares them on captions and questions);
 a decoder of another architecture is refused with a clear error.
 
