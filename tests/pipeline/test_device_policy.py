@@ -49,6 +49,23 @@ def test_each_mode_answers(device, photos):
     assert not device.run("caption", "mobilenet_v2", coffee).ok
 
 
+def test_link_probe_is_reported_apart_from_the_request(device, photos):
+    """A request that first re-measures the link reports the probe's time in ``probe_ms``,
+    not in its latency (8 kB at 40 kB/s: about 200 ms)."""
+    device.link.set(up_kB_s=40, down_kB_s=80)
+    saved, device.meter.reprobe_s = device.meter.reprobe_s, 0.0  # stale: measure first
+    try:
+        r = device.run("classify", "mobilenet_v2", photos["coffee"])
+    finally:
+        device.meter.reprobe_s = saved
+    assert r.ok and r.probe_ms > 100, r
+    assert 20 < device.up_kB_s < 80, device.up_kB_s
+    again = device.run("classify", "mobilenet_v2", photos["coffee"], mode=r.mode)
+    assert again.ok and again.probe_ms == 0.0
+    if r.mode == "device-only":  # nothing crossed the link: the probe is all the wait
+        assert r.latency_ms < r.probe_ms, r
+
+
 def _modes_by_bandwidth(dev, jpeg_bytes, grid):
     """The policy's mode for MobileNetV2 at each uplink of ``grid`` (kB/s), with the profiles
     and corrections ``dev`` holds now."""

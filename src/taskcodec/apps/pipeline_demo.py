@@ -152,6 +152,7 @@ def _run_device(out: Path, cloud_url: str, edge_url: str, up_kB_s: Sequence[floa
                         "up_kB_s": bw, "request": text, "photo": name, "task": r.task,
                         "mode": r.option.label() if r.option else r.mode,
                         "bytes_up": r.bytes_up, "latency_ms": round(r.latency_ms, 1),
+                        "probe_ms": round(r.probe_ms, 1),
                         "answer": r.answer if r.ok else f"ERROR {r.error}",
                         "measured_up_kB_s": round(
                             dev.up_kB_s or 0, 1), "reason": r.reason,
