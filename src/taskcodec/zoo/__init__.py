@@ -18,7 +18,8 @@
 * :mod:`~taskcodec.zoo.scenes` — the generated scene benchmark (:func:`scene`, :func:`scenes`:
   images, labels, captions, questions and answers, deterministic from a seed);
   :mod:`~taskcodec.zoo.vlm` — the BLIP and ViT models trained on it (:func:`load_blip`,
-  :func:`load_vit`, :func:`tokenizer`, :func:`caption`, :func:`answer`).
+  :func:`load_vit`, :func:`tokenizer`, :func:`caption`, :func:`answer`), which decode with
+  :mod:`~taskcodec.zoo.blip_decode` (:class:`StepDecoder`).
 
 Submodules load on first use: ``import taskcodec.zoo`` imports neither torch nor Pillow.
 """
@@ -29,7 +30,7 @@ import importlib
 from typing import Any
 
 _SUBMODULES = ("models", "photos", "images", "runtimes", "registry", "pool", "rcc", "scenes",
-               "vlm", "scene_runtime")
+               "vlm", "scene_runtime", "blip_decode")
 
 __all__ = list(_SUBMODULES)
 
