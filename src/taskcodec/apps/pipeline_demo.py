@@ -89,9 +89,8 @@ def run(out: Path, *, up_kB_s: Sequence[float] = DEFAULT_UP_KB_S,
     """Run the demo, write its JSON and plot into ``out``, return the JSON-able report."""
     from taskcodec.pipeline.procs import passive_openmp, start_service
 
-    passive_openmp()  # this process is the device: its idle threads must not take the edge's core
+    passive_openmp()  # this process is the device: its idle threads must leave the edge's core
     import torch
-
 
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)

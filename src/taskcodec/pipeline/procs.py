@@ -17,7 +17,7 @@ __all__ = ["free_port", "Service", "start_service", "PASSIVE_OPENMP", "passive_o
 PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
 """The environment that makes idle OpenMP threads sleep instead of spinning. With the three
 tiers on one small machine, a process's spinning threads took the cores another was computing
-on: the demo's split caption at 250 kB/s went from about 41 to 33 ms with it (the edge's
+on: the demo's split caption at 250 kB/s went from about 43 to 33 ms with it (the edge's
 compute from 20 to 13 ms)."""
 
 

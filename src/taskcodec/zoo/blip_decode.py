@@ -50,13 +50,15 @@ class StepDecoder:
                                     att.self.value.weight]),
                          torch.cat([att.self.query.bias, att.self.key.bias,
                                     att.self.value.bias])),
-                    out=_linear_params(att.output.dense), out_norm=_norm_params(att.output.LayerNorm),
+                    out=_linear_params(att.output.dense),
+                    out_norm=_norm_params(att.output.LayerNorm),
                     cross_q=_linear_params(x.self.query), cross_k=_linear_params(x.self.key),
                     cross_v=_linear_params(x.self.value), cross_out=_linear_params(x.output.dense),
                     cross_norm=_norm_params(x.output.LayerNorm),
                     mid=_linear_params(layer.intermediate.dense),
                     act=layer.intermediate.intermediate_act_fn.forward,
-                    ffn=_linear_params(layer.output.dense), ffn_norm=_norm_params(layer.output.LayerNorm)))
+                    ffn=_linear_params(layer.output.dense),
+                    ffn_norm=_norm_params(layer.output.LayerNorm)))
             head = decoder.cls.predictions
             self.transform = (_linear_params(head.transform.dense),
                               head.transform.transform_act_fn.forward,
