@@ -160,8 +160,12 @@ def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
     assert alone == [vlm.answer(vqa, embeds[i:i + 1], [q])[0] for i, q in qa]
     with pytest.raises(TaskcodecError, match="BLIP text decoder"):
         StepDecoder(vqa.vision_model)
+    positions = captioner.text_decoder.config.max_position_embeddings
     with pytest.raises(TaskcodecError, match="positions"):
-        StepDecoder(captioner.text_decoder).greedy(states, None, 10_000, 1, 2, 0)
+        StepDecoder(captioner.text_decoder).greedy(states, None, positions + 1, 1, 2, 0)
+    # every position used (an end token that never comes)
+    assert StepDecoder(captioner.text_decoder).greedy(states[:1], None, positions, 1, -1,
+                                                      0).shape == (1, positions + 1)
 
 
 def test_vit_classifies_unseen_scenes():

@@ -45,11 +45,13 @@ class StepDecoder:
             self.layers = []
             for layer in decoder.bert.encoder.layer:
                 att, x = layer.attention, layer.crossattention
+                with torch.no_grad():
+                    qkv = (torch.cat([att.self.query.weight, att.self.key.weight,
+                                      att.self.value.weight]),
+                           torch.cat([att.self.query.bias, att.self.key.bias,
+                                      att.self.value.bias]))
                 self.layers.append(_Layer(
-                    qkv=(torch.cat([att.self.query.weight, att.self.key.weight,
-                                    att.self.value.weight]),
-                         torch.cat([att.self.query.bias, att.self.key.bias,
-                                    att.self.value.bias])),
+                    qkv=qkv,
                     out=_linear_params(att.output.dense),
                     out_norm=_norm_params(att.output.LayerNorm),
                     cross_q=_linear_params(x.self.query), cross_k=_linear_params(x.self.key),
@@ -135,7 +137,7 @@ class StepDecoder:
         n = states.shape[0]
         ids = torch.full((n, 1), bos, dtype=torch.long)
         done = torch.zeros(n, dtype=torch.bool)
-        if max_new_tokens > self.positions.shape[0] - 1:
+        if max_new_tokens > self.positions.shape[0]:  # positions 0 .. max_new_tokens - 1
             raise TaskcodecError(f"max_new_tokens {max_new_tokens} exceeds the decoder's "
                                  f"{self.positions.shape[0]} positions")
         with torch.inference_mode():
@@ -177,5 +179,6 @@ def _linear_params(m: Any) -> Tuple[Any, Any]:
 
 def _norm_params(m: Any) -> Tuple[Any, Any, float]:
     if tuple(m.normalized_shape) != (m.weight.shape[0],):
-        raise AttributeError(f"a layer norm over {tuple(m.normalized_shape)}")
+        raise TaskcodecError(f"StepDecoder needs layer norms over the last dimension, not "
+                             f"{tuple(m.normalized_shape)}")
     return m.weight, m.bias, float(m.eps)
