@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -89,28 +88,6 @@ def test_import_taskcodec_loads_neither_torch_nor_fastapi():
     assert p.link.LinkEmulator is LinkEmulator
     with pytest.raises(AttributeError):
         p.nothing_here  # noqa: B018
-
-
-def test_processes_of_the_pipeline_get_passive_openmp(tmp_path):
-    """The tiers' processes let idle OpenMP threads sleep (spinning ones took the cores of the
-    others on one machine); a setting given by the user wins."""
-    code = ("import os, sys; from taskcodec.apps import pipeline_demo; "
-            "from taskcodec.pipeline.procs import passive_openmp; "
-            "print(passive_openmp(), os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
-    assert r.stdout.split() == ["True", "PASSIVE", "False"], r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
-    assert r.stdout.split() == ["True", "ACTIVE", "False"], r.stdout + r.stderr
-
-
-def test_services_start_with_passive_openmp(edge):
-    from pathlib import Path
-
-    environ = Path(f"/proc/{edge.proc.pid}/environ").read_bytes().split(b"\0")
-    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
 
 
 def test_default_link_is_the_studys_250_up_500_down_kB_s():

@@ -87,10 +87,9 @@ def run(out: Path, *, up_kB_s: Sequence[float] = DEFAULT_UP_KB_S,
         slowdown: float = DEFAULT_SLOWDOWN, repeats: int = DEFAULT_REPEATS, threads: int = 1,
         planner: str = "auto", echo: Any = print) -> Dict[str, Any]:
     """Run the demo, write its JSON and plot into ``out``, return the JSON-able report."""
-    from taskcodec.pipeline.procs import passive_openmp, start_service
-
-    passive_openmp()  # this process is the device: its idle threads must leave the edge's core
     import torch
+
+    from taskcodec.pipeline.procs import start_service
 
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)

@@ -12,22 +12,7 @@ from typing import List, Optional, Sequence
 
 from taskcodec.errors import TaskcodecError
 
-__all__ = ["free_port", "Service", "start_service", "PASSIVE_OPENMP", "passive_openmp"]
-
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""The environment that makes idle OpenMP threads sleep instead of spinning. With the three
-tiers on one small machine, a process's spinning threads took the cores another was computing
-on: the demo's split caption at 250 kB/s went from about 43 to 33 ms with it (the edge's
-compute from 20 to 13 ms)."""
-
-
-def passive_openmp() -> bool:
-    """Set :data:`PASSIVE_OPENMP` in this process's environment unless it says otherwise;
-    True when it takes effect (OpenMP reads it when torch is imported: not yet imported)."""
-    for key, value in PASSIVE_OPENMP.items():
-        os.environ.setdefault(key, value)
-    return "torch" not in sys.modules
-
+__all__ = ["free_port", "Service", "start_service"]
 
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
@@ -108,16 +93,12 @@ def start_service(kind: str, args: Sequence[str] = (), *, port: Optional[int] = 
                   log_path: str, ready_timeout: float = 180.0,
                   env: Optional[dict] = None, wait: bool = True) -> Service:
     """Run ``python -m taskcodec serve-<kind> --port P ARGS``; with ``wait``, wait for
-    ``/health`` (else call :meth:`Service.wait_ready`).
-
-    The child's OpenMP threads sleep when idle (``OMP_WAIT_POLICY=PASSIVE`` unless the
-    environment or ``env`` says otherwise): spinning ones take the cores that the other
-    processes on the machine (the device, the other server) are computing on."""
+    ``/health`` (else call :meth:`Service.wait_ready`)."""
     port = port or free_port()
     cmd: List[str] = [sys.executable, "-m", "taskcodec", f"serve-{kind}", "--port",
                       str(port), *args]
     log = open(log_path, "wb")
-    child_env = {**PASSIVE_OPENMP, **os.environ, **(env or {})}
+    child_env = {**os.environ, **(env or {})}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     log.close()
