@@ -75,8 +75,7 @@ def vqa_loss(vqa: Any, emb: torch.Tensor, qa: List[Tuple[str, str]], bos: int) -
     a = tok([x for _, x in qa], padding=True, return_tensors="pt")
     aid = a.input_ids.clone()
     aid[:, 0] = bos
-    qe = vqa.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask, encoder_hidden_states=emb,
-                          return_dict=False)[0]
+    qe = vlm.question_states(vqa, emb, q.input_ids, q.attention_mask)
     return vqa.text_decoder(input_ids=aid, attention_mask=a.attention_mask, encoder_hidden_states=qe,
                             encoder_attention_mask=q.attention_mask,
                             labels=aid.masked_fill(a.attention_mask == 0, -100), reduction="mean").loss

@@ -70,8 +70,9 @@ def test_answers_and_captions_on_unseen_scenes(blip, embeds):
 
 
 def test_pixels_are_the_normalized_levels():
-    """The table lookup gives the floats of torchvision's normalize of x / 255, at 224 px and
-    after a resize; anything but uint8 [N, H, W, 3] is refused."""
+    """torchvision's normalize of x / 255, at 224 px and after a resize, from strided views
+    (negative strides too) as from contiguous arrays; anything but uint8 [N, H, W, 3] is
+    refused."""
     from torchvision.transforms.v2 import functional as F
 
     from taskcodec.errors import BadInputError
@@ -85,27 +86,20 @@ def test_pixels_are_the_normalized_levels():
         ref = F.normalize(x.float() / 255.0, list(vlm.IMAGE_MEAN), list(vlm.IMAGE_STD))
         assert torch.equal(vlm.pixels(a), ref)
     assert torch.equal(vlm.pixels(TEST[0].image), vlm.pixels(TEST[0].image[None]))
+    flipped = TEST[0].image[::-1, ::2]
+    assert torch.equal(vlm.pixels(flipped), vlm.pixels(np.ascontiguousarray(flipped)))
     for bad in (TEST[0].image.astype(np.float32), TEST[0].image[..., :2], np.zeros((2, 2))):
         with pytest.raises(BadInputError):
             vlm.pixels(bad)
 
 
-def _prefix_greedy(decoder, states, mask, max_new_tokens):
-    """Greedy decoding through transformers' own forward, the whole prefix at each step (the
-    reference for StepDecoder)."""
+def _reference(decoder, states, mask, max_new_tokens):
+    """vlm.greedy's signature over transformers' own forward (blip_decode.reference_greedy)."""
+    from taskcodec.zoo.blip_decode import reference_greedy
+
     tok = vlm.tokenizer()
-    ids = torch.full((states.shape[0], 1), decoder.config.bos_token_id, dtype=torch.long)
-    done = torch.zeros(states.shape[0], dtype=torch.bool)
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            logits = decoder(input_ids=ids, encoder_hidden_states=states,
-                             encoder_attention_mask=mask).logits[:, -1]
-            nxt = logits.argmax(-1).masked_fill(done, tok.pad_token_id)
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
-            done |= nxt == tok.sep_token_id
-            if bool(done.all()):
-                break
-    return ids
+    return reference_greedy(decoder, states, mask, max_new_tokens, decoder.config.bos_token_id,
+                            tok.sep_token_id, tok.pad_token_id)
 
 
 def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
@@ -128,9 +122,7 @@ def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
     fast = vlm.greedy(captioner.text_decoder, states, ones, 20)
     ids, mask, _ = vlm.question_ids([qa[0][1]] * 8)  # one length: no padding
     with torch.inference_mode():
-        enc = embeds[:8]
-        q = vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc,
-                             return_dict=False)[0]
+        q = vlm.question_states(vqa, embeds[:8], ids, mask)
         bos = torch.full((8, 1), vqa.text_decoder.config.bos_token_id, dtype=torch.long)
         ref = vqa.text_decoder(input_ids=bos, encoder_hidden_states=q,
                                encoder_attention_mask=mask).logits[:, -1]
@@ -145,8 +137,7 @@ def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
 
     def first_logits(ids, mask, enc):
         with torch.inference_mode():
-            q = vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=enc,
-                                 return_dict=False)[0]
+            q = vlm.question_states(vqa, enc, ids, mask)
             return step._step(bos[:len(ids)], 0, [None] * len(step.layers),
                               *step._cross(q, mask))
 
@@ -154,8 +145,8 @@ def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
     for r, (i, question) in enumerate(qa[:8]):
         one = first_logits(*vlm.question_ids([question])[:2], embeds[i:i + 1])
         assert torch.allclose(padded[r], one[0], rtol=0, atol=1e-4), question
-    monkeypatch.setattr(vlm, "greedy", _prefix_greedy)
-    assert torch.equal(fast, _prefix_greedy(captioner.text_decoder, states, ones, 20))
+    monkeypatch.setattr(vlm, "greedy", _reference)
+    assert torch.equal(fast, _reference(captioner.text_decoder, states, ones, 20))
     assert caps == vlm.caption(captioner, embeds)
     assert alone == [vlm.answer(vqa, embeds[i:i + 1], [q])[0] for i, q in qa]
     with pytest.raises(TaskcodecError, match="BLIP text decoder"):
@@ -166,6 +157,22 @@ def test_step_decoder_gives_transformers_tokens(blip, embeds, monkeypatch):
     # every position used (an end token that never comes)
     assert StepDecoder(captioner.text_decoder).greedy(states[:1], None, positions, 1, -1,
                                                       0).shape == (1, positions + 1)
+
+
+def test_decode_bench_smoke(tmp_path):
+    """bench/vlm_decode.py runs, checks both decoders agree, and writes its JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "vlm_decode.py"
+    r = subprocess.run([sys.executable, str(bench), "--runs", "2", "--json",
+                        str(tmp_path / "d.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = json.loads((tmp_path / "d.json").read_text())["rows"]
+    assert set(rows) == {"caption", "answer"} and rows["caption"]["tokens"] > 5
+    assert all(v["transformers"] > 0 and v["taskcodec"] > 0 for v in rows.values())
+    assert "StepDecoder ms" in r.stdout
 
 
 def test_vit_classifies_unseen_scenes():

@@ -1,15 +1,16 @@
 """Greedy decoding of a BLIP text decoder one token a step, with its keys and values kept.
 
-``transformers``' ``BlipTextLMHeadModel`` answers one decoding step of the scene models (two
-layers of width 128) in about 1.3 ms on one CPU thread, nearly all of it the per-call cost of
-its wrappers (output capture, mask building, the cache objects) around 18 small matrix
+``transformers``' ``BlipTextLMHeadModel`` takes about 1.8 ms a decoding step of the scene
+models (two layers of width 128) on one CPU thread, recomputing the prefix; most of it is the
+per-call cost of its wrappers (output capture, mask building) around 18 small matrix
 products. On a slow link the edge's caption time is most of a split request's latency, so
 :class:`StepDecoder` runs the same operations straight on the model's own parameters (the
 three self-attention projections as one product): the self-attention keys and values of
 earlier tokens are kept, the cross-attention keys and values of the image (or question)
-states are computed once. The
-tokens are the ones ``transformers`` gives (a test compares them on captions and questions);
-a decoder of another architecture is refused with a clear error.
+states are computed once. The tokens are the ones ``transformers`` gives
+(:func:`reference_greedy`, its forward over the whole prefix at each step, is what a test
+and ``bench/vlm_decode.py`` compare with); a decoder of another architecture is refused with
+a clear error.
 
 One difference, on purpose: the cross-attention honours the mask over the states. The
 ``transformers`` 5 BLIP text layers drop it (the mask reaches the cross-attention as its
@@ -26,7 +27,7 @@ from typing import Any, Callable, List, NamedTuple, Tuple
 
 from taskcodec.errors import TaskcodecError
 
-__all__ = ["StepDecoder"]
+__all__ = ["StepDecoder", "reference_greedy"]
 
 
 class StepDecoder:
@@ -134,25 +135,44 @@ class StepDecoder:
         given ``sep`` (later tokens of a finished row are ``pad``) or ``max_new_tokens``."""
         import torch
 
-        n = states.shape[0]
-        ids = torch.full((n, 1), bos, dtype=torch.long)
-        done = torch.zeros(n, dtype=torch.bool)
         if max_new_tokens > self.positions.shape[0]:  # positions 0 .. max_new_tokens - 1
             raise TaskcodecError(f"max_new_tokens {max_new_tokens} exceeds the decoder's "
                                  f"{self.positions.shape[0]} positions")
         with torch.inference_mode():
             cross, cross_mask = self._cross(states, mask)
             past: List[Any] = [None] * len(self.layers)
-            step = ids
-            for pos in range(max_new_tokens):
-                logits = self._step(step, pos, past, cross, cross_mask)
-                nxt = logits.argmax(-1).masked_fill(done, pad)
-                step = nxt[:, None]
-                ids = torch.cat([ids, step], dim=1)
-                done |= nxt == sep
-                if bool(done.all()):
-                    break
-        return ids
+            return _greedy_loop(lambda ids, pos: self._step(ids[:, -1:], pos, past, cross,
+                                                            cross_mask),
+                                states.shape[0], max_new_tokens, bos, sep, pad)
+
+
+def reference_greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int, bos: int,
+                     sep: int, pad: int) -> Any:
+    """:meth:`StepDecoder.greedy` through ``transformers``' own forward of ``decoder``, the
+    whole prefix at each step: the reference it is tested and timed against."""
+    import torch
+
+    with torch.inference_mode():
+        return _greedy_loop(lambda ids, pos: decoder(input_ids=ids, encoder_hidden_states=states,
+                                                     encoder_attention_mask=mask).logits[:, -1],
+                            states.shape[0], max_new_tokens, bos, sep, pad)
+
+
+def _greedy_loop(next_logits: Callable[[Any, int], Any], n: int, max_new_tokens: int, bos: int,
+                 sep: int, pad: int) -> Any:
+    """The greedy loop both decoders share: ``next_logits(ids so far, position of the last)``
+    gives each row's logits of the next token."""
+    import torch
+
+    ids = torch.full((n, 1), bos, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    for pos in range(max_new_tokens):
+        nxt = next_logits(ids, pos).argmax(-1).masked_fill(done, pad)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        done |= nxt == sep
+        if bool(done.all()):
+            break
+    return ids
 
 
 class _Layer(NamedTuple):

@@ -30,7 +30,8 @@ from taskcodec.errors import BadInputError, MissingWeightsError
 __all__ = ["TRAINED_DIR", "VOCAB", "IMAGE_MEAN", "IMAGE_STD", "tokenizer", "blip_config",
            "vit_config", "build_blip", "build_vit", "load_blip", "load_vit", "record",
            "pixels", "caption", "answer", "answer_logits", "caption_logits", "text_fisher",
-           "question_ids", "answer_ids", "GENERIC_QUESTIONS", "vision_state_from_vit",
+           "question_ids", "answer_ids", "question_states", "GENERIC_QUESTIONS",
+           "vision_state_from_vit",
            "blip_module", "blip_state", "load_weights",
            "MAX_QUESTION_TOKENS"]
 
@@ -210,29 +211,11 @@ def pixels(images: Any) -> Any:
         a = a[None]
     if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
         raise BadInputError(f"images must be uint8 [N, H, W, 3], got {a.dtype} {list(a.shape)}")
-    if tuple(a.shape[1:3]) != (224, 224):
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
-        a = F.resize(x, [224, 224], antialias=True).permute(0, 2, 3, 1).numpy()
-    # A table of the 256 normalized values per channel: the floats of F.normalize(x / 255),
-    # looked up instead of computed (0.35 ms against 0.8 ms a scene, one thread).
-    table = _normalized_levels()
-    out = np.empty((a.shape[0], 3, 224, 224), np.float32)
-    for c in range(3):
-        out[:, c] = table[c][a[..., c]]
-    return torch.from_numpy(out)
-
-
-@functools.lru_cache(maxsize=1)
-def _normalized_levels() -> np.ndarray:
-    """``float32 [3, 256]``: each channel's normalized value of every uint8 level, computed
-    as :func:`pixels` did before the table (``F.normalize(level / 255, IMAGE_MEAN, IMAGE_STD)``)."""
-    import torch
-    from torchvision.transforms.v2 import functional as F
-
-    levels = (torch.arange(256).float() / 255.0).view(1, 1, 256).expand(3, 1, 256).contiguous()
-    table = F.normalize(levels, list(IMAGE_MEAN), list(IMAGE_STD))[:, 0].numpy()
-    table.setflags(write=False)
-    return table
+    # torch takes any non-negative strides as they are (a scene is a strided view): no copy
+    x = torch.from_numpy(a if min(a.strides) >= 0 else a.copy()).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != (224, 224):
+        x = F.resize(x, [224, 224], antialias=True)
+    return F.normalize(x.float() / 255.0, list(IMAGE_MEAN), list(IMAGE_STD))
 
 
 def greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int) -> Any:
@@ -240,8 +223,8 @@ def greedy(decoder: Any, states: Any, mask: Any, max_new_tokens: int) -> Any:
     them): ``[DEC]`` then the argmax token until ``[SEP]`` or ``max_new_tokens``. The same
     tokens as ``generate(do_sample=False)``, without its fixed cost per call (about 20 ms
     here), one token a step with the earlier tokens' keys and values kept
-    (:class:`~taskcodec.zoo.blip_decode.StepDecoder`): a 13-token caption in about 6.5 ms on
-    one thread, against 23 ms recomputing the prefix through ``transformers``."""
+    (:class:`~taskcodec.zoo.blip_decode.StepDecoder`; ``bench/vlm_decode.py`` times it
+    against ``transformers`` recomputing the prefix: 4.1x faster for a caption)."""
     from taskcodec.zoo.blip_decode import StepDecoder
 
     tok = tokenizer()
@@ -294,11 +277,17 @@ def answer_ids(vqa: Any, image_embeds: Any, ids: Any, mask: Any,
     if image_embeds.shape[0] != ids.shape[0]:
         raise BadInputError(f"{image_embeds.shape[0]} token maps for {ids.shape[0]} questions")
     with torch.inference_mode():
-        q = vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image_embeds,
-                             encoder_attention_mask=torch.ones(image_embeds.shape[:2], dtype=torch.long),
-                             return_dict=False)[0]
+        q = question_states(vqa, image_embeds, ids, mask)
     out = greedy(vqa.text_decoder, q, mask, max_new_tokens)
     return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+def question_states(vqa: Any, image_embeds: Any, ids: Any, mask: Any) -> Any:
+    """The VQA text encoder's states of the questions ``ids`` (``mask`` over them) asked of the
+    token maps ``image_embeds`` (one per question): what the answer decoder attends to. Runs
+    under the caller's autograd mode."""
+    return vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=image_embeds,
+                            return_dict=False)[0]
 
 
 GENERIC_QUESTIONS = (
@@ -330,8 +319,7 @@ def answer_logits(vqa: Any, tail: Any) -> Any:
             emb = self.tail(f).last_hidden_state
             rows = torch.arange(f.shape[0]) % self.ids.shape[0]
             ids, mask = self.ids[rows], self.mask[rows]
-            q = self.vqa.text_encoder(input_ids=ids, attention_mask=mask, encoder_hidden_states=emb,
-                                      return_dict=False)[0]
+            q = question_states(self.vqa, emb, ids, mask)
             bos = torch.full((f.shape[0], 1), self.vqa.config.text_config.bos_token_id, dtype=torch.long)
             out = self.vqa.text_decoder(input_ids=bos, encoder_hidden_states=q,
                                         encoder_attention_mask=mask)
