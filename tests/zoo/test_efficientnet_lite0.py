@@ -82,6 +82,10 @@ def test_partition_round_trip_is_exact(lite0, photo_batch) -> None:
         ref = model(photo_batch)
     assert tuple(features.shape) == (2, 112, 14, 14)  # 43,904 B per image in float16
     assert torch.equal(out, ref)
+    # the blocks are a ModuleList: each is a candidate cut, as MobileNetV2's features.N are
+    cuts = tc.split.cut_points(model)
+    assert LITE0_CUT in cuts and "_blocks.0" in cuts
+    assert sum(c.startswith("_blocks.") for c in cuts) == len(model._blocks)
 
 
 def test_missing_packages_say_how_to_get_them(monkeypatch) -> None:

@@ -255,7 +255,7 @@ def cut_points(model: nn.Module) -> List[Cut]:
         return list(range(len(_blocks(vit[1])) + 1))
     names: List[Cut] = []
     for name, child in model.named_children():
-        if isinstance(child, nn.Sequential):
+        if isinstance(child, (nn.Sequential, nn.ModuleList)):
             names += [f"{name}.{sub}" for sub, _ in child.named_children()]
         else:
             names.append(name)
