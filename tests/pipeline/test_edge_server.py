@@ -258,3 +258,22 @@ def test_split_with_the_shipped_learned_codec(client, photos):
         CodecCalibration.from_json({**entry, "fingerprint": "0" * 16}, rt.model)
     with pytest.raises(tc.TaskcodecError):
         CodecCalibration.from_json({**entry, "kind": "bogus"})
+
+
+def test_a_settled_heap_is_out_of_the_collectors_reach():
+    """``settle_heap`` (servers call it once loaded) freezes what is alive: full collections
+    no longer walk it, and later collections leave it frozen."""
+    import gc
+
+    from taskcodec.pipeline.server_common import settle_heap
+
+    loaded = [[i] for i in range(100_000)]  # long-lived objects, as a loaded model's are
+    before = gc.get_freeze_count()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() >= before + len(loaded)
+        assert not any(o is loaded for o in gc.get_objects(generation=2))
+        gc.collect()
+        assert gc.get_freeze_count() >= before + len(loaded)
+    finally:
+        gc.unfreeze()
