@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Edge load test: throughput and latency against concurrent devices, for the plain
 single-process edge (uvicorn), the same with in-process batching, and the edge on Ray Serve
-with 1 and 2 replicas, batching on and off, all on this machine.
+with 1 and 2 replicas, batching on and off, behind Ray Serve's HTTP proxy or (``-haproxy``)
+HAProxy straight to the replicas, all on this machine.
 
 Each engine runs as a real ``taskcodec serve-edge`` process on loopback (MobileNetV2, real
 ImageNet weights). This process plays ``C`` devices, each a closed loop (the next request
@@ -42,6 +43,11 @@ ENGINES = {  # name -> serve-edge arguments
     "ray-1-batch": ["--engine", "ray", "--replicas", "1"],
     "ray-2": ["--engine", "ray", "--replicas", "2", "--batch", "off"],
     "ray-2-batch": ["--engine", "ray", "--replicas", "2"],
+    # Ray Serve's direct ingress: HAProxy in front of the replicas, no Python proxy
+    "ray-1-batch-haproxy": ["--engine", "ray", "--replicas", "1", "--ingress", "haproxy"],
+    "ray-2-haproxy": ["--engine", "ray", "--replicas", "2", "--batch", "off",
+                      "--ingress", "haproxy"],
+    "ray-2-batch-haproxy": ["--engine", "ray", "--replicas", "2", "--ingress", "haproxy"],
 }
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right")
 
@@ -231,7 +237,6 @@ def run_engine(name: str, args: argparse.Namespace, work: Path,
     rows = []
     with start_service("edge", [*ENGINES[name], *extra], log_path=str(work / f"{name}.log"),
                        ready_timeout=600) as svc:
-        health = httpx.get(f"{svc.url}/health", timeout=10).json()
         if reqs is None:
             reqs = build_requests(svc.url, args.cut, args.rate, args.jpeg_share)
         if not reference:  # the first engine's single answers are everyone's reference
@@ -246,7 +251,9 @@ def run_engine(name: str, args: argparse.Namespace, work: Path,
                 windows.append(_window(svc, name, c, k, args, reqs, order, reference))
             # the window of median throughput stands for the rest; all are kept
             row = sorted(windows, key=lambda w: w["rps"])[len(windows) // 2]
+            health = httpx.get(f"{svc.url}/health", timeout=10).json()
             row = {**row, "replicas": health.get("replicas", 1),
+                   "ingress": health.get("ingress"),
                    "rps_windows": [w["rps"] for w in windows]}
             if args.kill_replica is not None and name.startswith("ray"):
                 row["with_killed_replica"] = windows[0]

@@ -2,7 +2,7 @@
 # Installs the system packages the build and tests need, when they are missing.
 # Debian / Ubuntu (apt). Safe to run again: it does nothing when all are present.
 set -euo pipefail
-pkgs=(g++ make libgtest-dev clang libclang-rt-14-dev patchelf)
+pkgs=(g++ make libgtest-dev clang libclang-rt-14-dev patchelf haproxy socat)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,9 +1,11 @@
-"""The edge on Ray Serve as a real process (``serve-edge --engine ray``): the same routes,
-token and errors, batched answers equal to the model's, a replica killed under load
-restarted while devices retry, and no Ray process left after it stops."""
+"""The edge on Ray Serve as a real process (``serve-edge --engine ray``), behind Ray Serve's
+proxy and behind HAProxy (direct ingress): the same routes, token and errors, batched
+answers equal to the model's, a replica killed under load restarted while devices retry, and
+no Ray (or HAProxy) process left after it stops."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import psutil
 import pytest
-from ci_support import require
+from ci_support import missing, require
 from conftest import SERVER_ENV
 
 from taskcodec.errors import BadInputError, EdgeUnavailable
@@ -21,17 +23,21 @@ require("ray")
 TOKEN = "s3cret"
 
 
-@pytest.fixture(scope="module")
-def ray_edge(weights, tmp_path_factory):
-    """Two replicas of an edge serving MobileNetV2 (batching on), and every process the
-    server started (Ray's included), captured while it runs."""
+@pytest.fixture(scope="module", params=["proxy", "haproxy"])
+def ray_edge(request, weights, tmp_path_factory):
+    """Two replicas of an edge serving MobileNetV2 (batching on) behind the ingress, and every
+    process the server started (Ray's included), captured while it runs."""
     from taskcodec.pipeline.procs import start_service
 
+    if request.param == "haproxy" and not (shutil.which("haproxy") and shutil.which("socat")):
+        missing("ingress haproxy needs the haproxy and socat programs",
+                install="scripts/setup-system.sh (apt-get install haproxy socat)")
     log = tmp_path_factory.mktemp("ray-edge") / "edge.log"
     svc = start_service("edge", ["--engine", "ray", "--replicas", "2", "--models", "mobilenet_v2",
                                  "--token", TOKEN, "--max-body-bytes", "2000000",
-                                 "--batch-wait-ms", "20"],
+                                 "--batch-wait-ms", "20", "--ingress", request.param],
                         log_path=str(log), env=SERVER_ENV, ready_timeout=600)
+    svc.ingress = request.param
     svc.family = {svc.proc.pid}
     yield svc
     svc.stop(timeout=90)
@@ -82,6 +88,7 @@ def work(ray_edge, photos):
 def test_health_routes_token_and_errors(ray_edge):
     h = _health(ray_edge, replicas=2)
     assert h["status"] == "ok" and h["engine"] == "ray" and h["replicas"] == 2
+    assert h["ingress"] == ray_edge.ingress
     assert h["models"] == ["mobilenet_v2"] and h["batching"]["on"] is True
     assert h["torch_threads"] >= 1
     with httpx.Client(base_url=ray_edge.url, timeout=30) as c:
@@ -169,6 +176,8 @@ def test_a_killed_replica_is_restarted_and_devices_retry(ray_edge, work):
 def test_stop_leaves_no_ray_process(ray_edge):
     family = _family(ray_edge)
     assert len(family) >= 6  # the server, Ray's GCS and raylet, Serve's controller, proxy, replicas
+    names = {psutil.Process(p).name() for p in family if psutil.pid_exists(p)}
+    assert ("haproxy" in names) == (ray_edge.ingress == "haproxy"), names
     ray_edge.stop(timeout=90)
     assert ray_edge.proc.returncode == 0, ray_edge.log()[-2000:]
     deadline = time.monotonic() + 30
@@ -191,11 +200,13 @@ def test_options_are_checked_before_anything_loads(capsys):
         with pytest.raises(BadInputError):
             parse_autoscale(bad)
     for kw in ({"replicas": 0}, {"max_batch_size": 0}, {"batch_wait_ms": -1},
-               {"autoscale": (3, 2)}, {"autoscale": (0, 0)}, {"target_ongoing": 0}):
+               {"autoscale": (3, 2)}, {"autoscale": (0, 0)}, {"target_ongoing": 0},
+               {"ingress": "nginx"}, {"ingress": "haproxy", "address": "auto"}):
         with pytest.raises(BadInputError):
             RayEdgeOptions(**kw)
     assert RayEdgeOptions(replicas=2, threads=3).torch_threads() == 3
-    for argv in (["--replicas", "0"], ["--autoscale", "x"], ["--max-batch-size", "1000"]):
+    for argv in (["--replicas", "0"], ["--autoscale", "x"], ["--max-batch-size", "1000"],
+                 ["--ingress", "haproxy", "--ray-address", "auto"]):
         assert main(["serve-edge", "--engine", "ray", *argv]) == 2
         assert "error:" in capsys.readouterr().err
     import socket
@@ -206,3 +217,27 @@ def test_options_are_checked_before_anything_loads(capsys):
         port = str(busy.getsockname()[1])
         assert main(["serve-edge", "--engine", "ray", "--port", port, "--no-split"]) == 1
         assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_haproxy_ingress_settings_and_missing_programs(tmp_path, monkeypatch, capsys):
+    """Ray Serve reads the ingress from its environment: HAProxy's files in the server's own
+    folder, its connection limit within the file limit, no fixed ports; the programs it needs
+    are asked for by name, before anything loads."""
+    import resource
+
+    from taskcodec.apps.cli import main
+    from taskcodec.pipeline.edge_ray import ingress_env
+
+    assert ingress_env("proxy", str(tmp_path))["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    env = ingress_env("haproxy", str(tmp_path))
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    for key in ("CONFIG_FILE_LOC", "SOCKET_PATH", "SERVER_STATE_BASE", "SERVER_STATE_FILE"):
+        assert env[f"RAY_SERVE_HAPROXY_{key}"].startswith(str(tmp_path)), key
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert 64 <= 2 * int(env["RAY_SERVE_HAPROXY_MAXCONN"]) + 64 <= max(files, 192)
+    assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] != "8500"  # the cloud tier's port
+    monkeypatch.setenv("PATH", str(tmp_path))  # no haproxy, no socat
+    assert main(["serve-edge", "--engine", "ray", "--ingress", "haproxy", "--no-split",
+                 "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "needs haproxy and socat" in err and "apt-get install haproxy socat" in err

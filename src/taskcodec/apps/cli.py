@@ -73,17 +73,13 @@ def _threads(n: int) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
-    rows = [
-        ("taskcodec", tc.__version__),
-        ("stream format version", str(int(_core.FORMAT_VERSION))),
-        ("has_cuda", str(tc.has_cuda())),
-        ("default lanes", str(int(_core.DEFAULT_LANES))),
-        ("default chunk size", f"{int(_core.DEFAULT_CHUNK_SIZE):,} symbols"),
-        ("max table precision", f"{int(_core.MAX_PRECISION)} bits"),
-        ("numpy", np.__version__),
-        ("python", sys.version.split()[0]),
-        ("installed at", os.path.dirname(os.path.abspath(tc.__file__))),
-    ]
+    rows = [("taskcodec", tc.__version__),
+            ("stream format version", str(int(_core.FORMAT_VERSION))),
+            ("has_cuda", str(tc.has_cuda())), ("default lanes", str(int(_core.DEFAULT_LANES))),
+            ("default chunk size", f"{int(_core.DEFAULT_CHUNK_SIZE):,} symbols"),
+            ("max table precision", f"{int(_core.MAX_PRECISION)} bits"),
+            ("numpy", np.__version__), ("python", sys.version.split()[0]),
+            ("installed at", os.path.dirname(os.path.abspath(tc.__file__)))]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
@@ -113,7 +109,8 @@ def _cmd_serve_edge(args: argparse.Namespace) -> int:
         options = RayEdgeOptions(
             replicas=args.replicas, batch=args.batch != "off", threads=args.threads,
             max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
-            autoscale=parse_autoscale(args.autoscale), address=args.ray_address)
+            autoscale=parse_autoscale(args.autoscale), address=args.ray_address,
+            ingress=args.ingress)
     except TaskcodecError as exc:
         raise _UsageError(str(exc)) from None
     if args.engine == "ray":
@@ -252,6 +249,9 @@ def _add_pipeline_commands(sub: Any) -> None:
                    help="longest wait for a batch to fill, ms (default: %(default)s)")
     g.add_argument("--autoscale", metavar="MIN:MAX", help="let Ray Serve scale the replicas")
     g.add_argument("--ray-address", help="join this Ray cluster (e.g. auto), not a new one")
+    g.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+                   help="Ray Serve's HTTP proxy, or HAProxy straight to the replicas (needs "
+                   "haproxy and socat; default: %(default)s)")
     p.set_defaults(func=_cmd_serve_edge)
 
     p = sub.add_parser("serve-cloud", help="serve the request planner (cloud tier)",

@@ -18,6 +18,12 @@ local Ray instance stops it on SIGINT / SIGTERM (Ray Serve first, then Ray), lea
 process behind; with ``address`` it joins an existing cluster and only deletes its
 application. Ray Serve's HTTP proxy, not uvicorn's settings here, handles the connections:
 see docs/pipeline.md, "Scaling out".
+
+``ingress="haproxy"`` replaces that Python proxy, which relays every request to a replica
+through Ray's actor calls, with Ray Serve's direct ingress: each replica serves HTTP on its own
+port and an HAProxy, configured by Ray Serve as replicas come and go, balances the
+connections over them (least connections first). It needs the ``haproxy`` and ``socat``
+programs (Debian: ``apt-get install haproxy socat``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ APP_NAME = "taskcodec-edge"
 # No access log line per request (the edge's /metrics counts them): warnings and errors only.
 _LOGGING = {"log_level": "WARNING", "enable_access_log": False}
 DEPLOYMENT_NAME = "TaskcodecEdge"
+INGRESS = ("proxy", "haproxy")
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,9 @@ class RayEdgeOptions:
     per replica (0: this machine's cores / replicas). ``replica_cpus``: CPUs Ray reserves per
     replica. ``autoscale``: ``(min, max)`` replicas, scaled to keep about
     ``target_ongoing`` requests per replica. ``address``: an existing Ray cluster to join
-    (``"auto"``, ``"ray://head:10001"``); None starts a local Ray instance."""
+    (``"auto"``, ``"ray://head:10001"``); None starts a local Ray instance. ``ingress``:
+    ``"proxy"`` (Ray Serve's HTTP proxy) or ``"haproxy"`` (direct ingress to the replicas
+    behind HAProxy; a local Ray instance only: a cluster's nodes choose at ``ray start``)."""
 
     replicas: int = 1
     batch: bool = True
@@ -64,6 +73,7 @@ class RayEdgeOptions:
     autoscale: Optional[Tuple[int, int]] = None
     target_ongoing: float = 8.0
     address: Optional[str] = None
+    ingress: str = "proxy"
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.replicas) <= 256:
@@ -77,6 +87,13 @@ class RayEdgeOptions:
                 raise BadInputError(f"autoscale needs 0 <= min <= max, max >= 1; got {lo}:{hi}")
         if not float(self.target_ongoing) > 0:
             raise BadInputError(f"target_ongoing must be positive, not {self.target_ongoing}")
+        if self.ingress not in INGRESS:
+            raise BadInputError(f"ingress is one of {', '.join(INGRESS)}, not {self.ingress!r}")
+        if self.ingress == "haproxy" and self.address is not None:
+            raise BadInputError(
+                "ingress haproxy applies to the Ray instance this command starts; on a cluster, "
+                "start every node with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 "
+                "RAY_SERVE_ENABLE_HA_PROXY=1 (docs/pipeline.md, Scaling out)")
 
     def torch_threads(self) -> int:
         """Torch threads per replica: ``threads``, else the cores shared out."""
@@ -154,7 +171,7 @@ def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[s
         import torch
 
         from taskcodec.pipeline.edge import threaded_runner
-        from taskcodec.pipeline.server_common import ServerLimits
+        from taskcodec.pipeline.server_common import ServerLimits, settle_heap
 
         torch.set_num_threads(options.torch_threads())
         service = EdgeService(models, state=state)
@@ -168,13 +185,15 @@ def _app_builder(models: Sequence[str], state: Dict[str, Any], token: Optional[s
 
         def engine() -> Dict[str, Any]:
             # the batches are this replica's (the one answering)
-            return {"engine": "ray", "replicas": replicas(),
+            return {"engine": "ray", "ingress": options.ingress, "replicas": replicas(),
                     "torch_threads": torch.get_num_threads(),
                     "batching": batching_info(options.batch, options.max_batch_size,
                                               options.batch_wait_ms, counts)}
 
-        return create_edge_app(service, token=token, runner=runner, engine=engine,
-                               limits=ServerLimits(max_body_bytes=max_body_bytes))
+        app = create_edge_app(service, token=token, runner=runner, engine=engine,
+                              limits=ServerLimits(max_body_bytes=max_body_bytes))
+        settle_heap()
+        return app
 
     return build
 
@@ -202,6 +221,52 @@ def edge_deployment(models: Sequence[str], state: Dict[str, Any], *, token: Opti
     return serve.deployment(**settings)(ingress()).bind()
 
 
+def ingress_env(ingress: str, folder: str) -> Dict[str, str]:
+    """Ray Serve's settings for ``ingress``, as the environment variables its controller and
+    replicas read when they start (so they must be in ``os.environ`` before ``ray.init``).
+    ``"haproxy"``: direct ingress behind HAProxy, its files in ``folder``, its connection limit
+    within this process's file limit, and a replica that stops drains for 5 s, not 30 (HAProxy
+    here is Ray Serve's own and hears of it at once). Ray Serve's fallback proxy and HAProxy's
+    metrics take free ports, not their fixed defaults (8500, the cloud tier's, and 9101)."""
+    if ingress == "proxy":
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0", "RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    import resource
+
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    files = 1 << 20 if files == resource.RLIM_INFINITY else files
+    hap = os.path.join(folder, "haproxy")
+    return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            # HAProxy needs two descriptors a connection and a few of its own
+            "RAY_SERVE_HAPROXY_MAXCONN": str(max(64, min(4096, (files - 64) // 2))),
+            "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, min(4, (os.cpu_count() or 1) // 2))),
+            "RAY_SERVE_HAPROXY_TCP_NODELAY": "1",
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(hap, "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(hap, "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def _check_ingress(ingress: str) -> None:
+    """:class:`~taskcodec.PipelineError` when ``ingress`` needs programs this machine lacks."""
+    if ingress != "haproxy":
+        return
+    missing = [p for p in ("haproxy", "socat") if shutil.which(p) is None]
+    if missing:
+        raise PipelineError(f"ingress haproxy needs {' and '.join(missing)} on the PATH "
+                            f"(Debian / Ubuntu: apt-get install haproxy socat)")
+
+
 def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
                    models: Sequence[str] = ("mobilenet_v2", "scenes-blip"),
                    token: Optional[str] = None, max_body_bytes: int,
@@ -211,14 +276,18 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
     Ray Serve and (when this process started it) Ray."""
     if options.address is None:  # Ray's proxy would fail late, deep in a traceback
         _check_port(host, port)
-    import ray
-    from ray import serve
-
+    _check_ingress(options.ingress)
     state = EdgeService(models, calibrate=calibrate).state()
     stop = threading.Event()
     temp_dir = None
     if options.address is None:
         temp_dir = tempfile.mkdtemp(prefix="tcray")
+        # before Ray's modules load and its processes start: both read them
+        os.environ.update(ingress_env(options.ingress, temp_dir))
+    import ray
+    from ray import serve
+
+    if options.address is None:
         most = options.autoscale[1] if options.autoscale else options.replicas
         ray.init(num_cpus=max(os.cpu_count() or 1, int(most * options.replica_cpus + 0.999)),
                  include_dashboard=False, _temp_dir=temp_dir, logging_level="WARNING",
@@ -234,7 +303,7 @@ def serve_edge_ray(host: str = "127.0.0.1", port: int = 8600, *,
         serve.run(edge_deployment(models, state, token=token, max_body_bytes=max_body_bytes,
                                   options=options), name=APP_NAME, route_prefix="/")
         scale = options.autoscale or options.replicas
-        print(f"taskcodec edge (ray, {scale} replicas, batching "
+        print(f"taskcodec edge (ray, {scale} replicas, {options.ingress} ingress, batching "
               f"{'on' if options.batch else 'off'}): serving {sorted(models)} on "
               f"http://{host}:{port}", flush=True)
         while not stop.wait(0.5):
