@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(g++ make libgtest-dev clang libclang-rt-14-dev patchelf haproxy socat)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # installed, not merely known to dpkg (a removed package keeps its config files: "deinstall")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
