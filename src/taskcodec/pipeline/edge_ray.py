@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from taskcodec.errors import BadInputError, PipelineError, TaskcodecError
 from taskcodec.pipeline.edge import (EdgeRequest, EdgeService, Runner, batching_info,
                                      check_batching, create_edge_app)
+from taskcodec.pipeline.procs import free_port
 
 __all__ = ["RayEdgeOptions", "edge_deployment", "serve_edge_ray", "serve_batch_runner",
            "parse_autoscale", "APP_NAME", "DEPLOYMENT_NAME"]
@@ -246,16 +247,8 @@ def ingress_env(ingress: str, folder: str) -> Dict[str, str]:
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": hap,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(hap, "server-state"),
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
-            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port("")),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(""))}
 
 
 def _check_ingress(ingress: str) -> None:

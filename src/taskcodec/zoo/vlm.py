@@ -31,8 +31,7 @@ __all__ = ["TRAINED_DIR", "VOCAB", "IMAGE_MEAN", "IMAGE_STD", "tokenizer", "blip
            "vit_config", "build_blip", "build_vit", "load_blip", "load_vit", "record",
            "pixels", "caption", "answer", "answer_logits", "caption_logits", "text_fisher",
            "question_ids", "answer_ids", "question_states", "GENERIC_QUESTIONS",
-           "vision_state_from_vit",
-           "blip_module", "blip_state", "load_weights",
+           "vision_state_from_vit", "blip_module", "blip_state", "load_weights",
            "MAX_QUESTION_TOKENS"]
 
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
