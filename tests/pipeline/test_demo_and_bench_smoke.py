@@ -97,3 +97,18 @@ def test_edge_load_bench_smoke(weights, tmp_path):
         assert row["p99_ms"] >= row["p50_ms"] > 0 and row["cpu_ms_per_answer"]
     assert "uvicorn-batch at 2 devices" in r.stdout and "machine:" in r.stdout
     assert (tmp_path / "edge_load.png").is_file()
+
+
+def test_gc_pause_bench_smoke(weights, tmp_path):
+    """bench/gc_pause.py on MobileNetV2: the loaded edge's objects are frozen by settle_heap
+    and a full collection gets faster; JSON and summary written."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gc_pause.py"), "--models", "mobilenet_v2",
+         "--runs", "1", "--json", str(tmp_path / "gc.json")],
+        capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    row = json.loads((tmp_path / "gc.json").read_text())
+    assert row["models"] == ["mobilenet_v2"]
+    assert row["frozen_objects"] >= row["tracked_objects"] // 2 > 0
+    assert row["before_ms"] > row["after_ms"] > 0
+    assert "after settle_heap" in r.stdout
