@@ -6,12 +6,14 @@ HAProxy straight to the replicas, all on this machine.
 
 Each engine runs as a real ``taskcodec serve-edge`` process on loopback (MobileNetV2, real
 ImageNet weights). This process plays ``C`` devices, each a closed loop (the next request
-leaves when the previous answer is in) over its own HTTP connection (httpx, asyncio): a mix
-of split frames (the head's features at cut ``--cut``, coded by the edge's own calibrated
-``FeatureCodec`` at rate ``--rate``, as ``taskcodec device`` sends them) and camera JPEGs
-(edge-only, quality 90), built from real photos. For every engine and concurrency: requests
-answered per second, p50 / p99 latency, errors, and answers that differ from the plain
-server's answer to the same request (batched tails must answer as single ones).
+leaves when the previous answer is in) over its own HTTP connection (httpx, asyncio), each
+drawing its requests independently of the others: a mix of split frames (the head's features
+at cut ``--cut``, coded by the edge's own calibrated ``FeatureCodec`` at rate ``--rate``, as
+``taskcodec device`` sends them) and camera JPEGs (edge-only, quality 90), built from real
+photos. The windows of one engine and concurrency follow each other under unbroken load. For
+every engine and concurrency: requests answered per second, p50 / p99 latency, errors, and
+answers that differ from the plain server's answer to the same request (batched tails must
+answer as single ones).
 
 ``--kill-replica S`` kills one Ray Serve replica (SIGKILL) ``S`` seconds into every Ray run:
 the table then shows what the devices saw (errors, retried requests) while Ray restarts it.
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, machine_summary  # noqa: E402
@@ -63,10 +65,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10.0,
                     help="seconds of one measured window (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="measured windows per engine and concurrency; the table shows the "
-                    "window of median throughput (default: %(default)s)")
-    ap.add_argument("--warmup", type=float, default=3.0,
-                    help="seconds of load before measuring (default: %(default)s)")
+                    help="measured windows per engine and concurrency, back to back under the "
+                    "same load; the table shows the window of median throughput "
+                    "(default: %(default)s)")
+    ap.add_argument("--warmup", type=float, default=10.0,
+                    help="seconds of load before the first window (default: %(default)s)")
     ap.add_argument("--jpeg-share", type=float, default=0.25,
                     help="share of edge-only JPEG requests; the rest are split frames "
                     "(default: %(default)s)")
@@ -108,33 +111,35 @@ def build_requests(edge_url: str, cut: int, rate: float, jpeg_share: float,
     return split + jpegs if jpeg_share > 0 else split
 
 
-def _schedule(n_split: int, n_jpeg: int, jpeg_share: float, length: int = 400) -> List[int]:
-    """Request indexes in a fixed order with the asked share of JPEGs."""
-    order, acc = [], 0.0
-    for i in range(length):
-        acc += jpeg_share
-        if n_jpeg and acc >= 1.0:
-            acc -= 1.0
-            order.append(n_split + i % n_jpeg)
+def _draw(n_split: int, n_jpeg: int, jpeg_share: float, device: int,
+          seed: int = 0) -> Iterator[int]:
+    """Device ``device``'s request indexes, drawn independently of every other device's: a
+    JPEG with probability ``jpeg_share``, else a split frame, of a photo chosen at random.
+    (A fixed order shared by all devices, offset per device, let devices that were answered
+    in one batch reach their JPEGs together: batches then held several times as many JPEGs
+    as independent devices would send.)"""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, device])
+    while True:
+        if n_jpeg and rng.random() < jpeg_share:
+            yield n_split + int(rng.integers(n_jpeg))
         else:
-            order.append(i % n_split)
-    return order
+            yield int(rng.integers(n_split))
 
 
-async def _device(client: Any, reqs: Sequence[Tuple[str, bytes]], order: Sequence[int],
-                  start: int, until: float, t_measure: float, log: List[Dict[str, Any]],
+async def _device(client: Any, reqs: Sequence[Tuple[str, bytes]], draw: Iterator[int],
+                  until: float, t_measure: float, log: List[Dict[str, Any]],
                   retries: int) -> None:
     import httpx
 
     from taskcodec.pipeline.transport import retried_errors, transient
 
-    k = start
     while time.perf_counter() < until:
-        i = order[k % len(order)]
-        k += 1
+        i = next(draw)
         path, body = reqs[i]
         t0 = time.perf_counter()
-        rec: Dict[str, Any] = {"i": i, "tries": 0}
+        rec: Dict[str, Any] = {"i": i, "tries": 0, "t0": t0}
         for attempt in range(retries + 1):
             rec["tries"] = attempt + 1
             try:
@@ -156,23 +161,34 @@ async def _device(client: Any, reqs: Sequence[Tuple[str, bytes]], order: Sequenc
             log.append(rec)
 
 
-async def load(url: str, reqs: Sequence[Tuple[str, bytes]], order: Sequence[int],
-               concurrency: int, warmup: float, duration: float, timeout: float,
-               retries: int) -> Tuple[List[Dict[str, Any]], float]:
-    """Run ``concurrency`` devices; the requests sent after the warm-up and the seconds
-    measured."""
+async def load(url: str, reqs: Sequence[Tuple[str, bytes]], n_split: int, jpeg_share: float,
+               concurrency: int, warmup: float, duration: float, windows: int,
+               timeout: float, retries: int, mark: Callable[[], Any],
+               ) -> Tuple[List[Dict[str, Any]], List[float], List[Any]]:
+    """Run ``concurrency`` devices without a pause for ``warmup`` seconds and then ``windows``
+    consecutive windows of ``duration`` seconds; the requests sent after the warm-up (with
+    their start ``t0``), the windows' start times (and the end of the last), and ``mark()``
+    called at each of those times."""
     import httpx
 
     log: List[Dict[str, Any]] = []
     t_measure = time.perf_counter() + warmup
-    until = t_measure + duration
+    bounds = [t_measure + k * duration for k in range(windows + 1)]
+    marks: List[Any] = []
+
+    async def marker() -> None:
+        for t in bounds:
+            await asyncio.sleep(max(0.0, t - time.perf_counter()))
+            marks.append(await asyncio.to_thread(mark))
+
     clients = [httpx.AsyncClient(base_url=url, timeout=timeout) for _ in range(concurrency)]
     try:
-        await asyncio.gather(*(_device(c, reqs, order, j * 7, until, t_measure, log, retries)
-                               for j, c in enumerate(clients)))
+        await asyncio.gather(marker(), *(
+            _device(c, reqs, _draw(n_split, len(reqs) - n_split, jpeg_share, j), bounds[-1],
+                    t_measure, log, retries) for j, c in enumerate(clients)))
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
-    return log, time.perf_counter() - t_measure
+    return log, bounds, marks
 
 
 def summarize(log: List[Dict[str, Any]], seconds: float,
@@ -192,22 +208,35 @@ def summarize(log: List[Dict[str, Any]], seconds: float,
                               and r.get("answer") != reference[r["i"]])}
 
 
-def _cpu_seconds(svc: Any) -> Dict[str, float]:
-    """CPU seconds so far of the server's processes (Ray's included), by process name, and of
-    this process (the devices)."""
+def _cpu_seconds(svc: Any) -> Dict[int, Tuple[str, float]]:
+    """CPU seconds so far of the server's processes (Ray's included) and of this process (the
+    devices), by pid, with a name: Ray's workers retitle themselves by the task they run
+    (``ray::X.method``), so only the part before the method names them."""
     import psutil
 
-    out: Dict[str, float] = {}
+    out: Dict[int, Tuple[str, float]] = {}
     root = psutil.Process(svc.proc.pid)
     for p in [root, *root.children(recursive=True), psutil.Process()]:
         try:
             name = ("devices (load generator)" if p.pid == os.getpid() else
                     "edge process" if p.pid == root.pid else p.name())
+            if name.startswith("ray::"):
+                name = name.split(".")[0]
             t = p.cpu_times()
-            out[name] = out.get(name, 0.0) + t.user + t.system
+            out[p.pid] = (name, t.user + t.system)
         except psutil.Error:
             continue
     return out
+
+
+def _cpu_between(before: Dict[int, Tuple[str, float]],
+                 after: Dict[int, Tuple[str, float]]) -> Dict[str, float]:
+    """CPU seconds used between two :func:`_cpu_seconds` readings, by process name (a process
+    started in between counts whole)."""
+    used: Dict[str, float] = {}
+    for pid, (name, t) in after.items():
+        used[name] = used.get(name, 0.0) + t - before.get(pid, (name, 0.0))[1]
+    return used
 
 
 def _kill_a_replica(svc: Any) -> Optional[int]:
@@ -243,18 +272,16 @@ def run_engine(name: str, args: argparse.Namespace, work: Path,
             for i, (path, body) in enumerate(reqs):
                 reference[i] = httpx.post(f"{svc.url}{path}", content=body,
                                           timeout=60).json().get("class_index")
-        n_split = len(PHOTOS)
-        order = _schedule(n_split, len(reqs) - n_split, args.jpeg_share)
         for c in concurrency:
-            windows = []
-            for k in range(args.repeats):  # the first window after the warm-up
-                windows.append(_window(svc, name, c, k, args, reqs, order, reference))
+            windows = _windows(svc, name, c, args, reqs, reference)
             # the window of median throughput stands for the rest; all are kept
             row = sorted(windows, key=lambda w: w["rps"])[len(windows) // 2]
             health = httpx.get(f"{svc.url}/health", timeout=10).json()
             row = {**row, "replicas": health.get("replicas", 1),
                    "ingress": health.get("ingress"),
-                   "rps_windows": [w["rps"] for w in windows]}
+                   "rps_windows": [w["rps"] for w in windows],
+                   "p50_windows": [w["p50_ms"] for w in windows],
+                   "p99_windows": [w["p99_ms"] for w in windows]}
             if args.kill_replica is not None and name.startswith("ray"):
                 row["with_killed_replica"] = windows[0]
             rows.append(row)
@@ -263,27 +290,29 @@ def run_engine(name: str, args: argparse.Namespace, work: Path,
     return rows, reqs
 
 
-def _window(svc: Any, name: str, c: int, k: int, args: argparse.Namespace,
-            reqs: Sequence[Tuple[str, bytes]], order: Sequence[int],
-            reference: Dict[int, Any]) -> Dict[str, Any]:
-    """One measured window of ``c`` devices (the first after ``--warmup`` seconds of load, and
-    the one where a replica is killed with ``--kill-replica``)."""
-    warmup = args.warmup if k == 0 else 0.5
+def _windows(svc: Any, name: str, c: int, args: argparse.Namespace,
+             reqs: Sequence[Tuple[str, bytes]], reference: Dict[int, Any]) -> List[Dict[str, Any]]:
+    """``--repeats`` consecutive windows of ``c`` devices after ``--warmup`` seconds of the
+    same load (one replica killed ``--kill-replica`` seconds into the first)."""
     killer = None
-    if k == 0 and args.kill_replica is not None and name.startswith("ray"):
-        killer = _Timer(warmup + args.kill_replica, lambda: _kill_a_replica(svc))
-    cpu0 = _cpu_seconds(svc)
-    log, secs = asyncio.run(load(svc.url, reqs, order, c, warmup, args.duration,
-                                 args.timeout, args.retries))
-    cpu = {key: v - cpu0.get(key, 0.0) for key, v in _cpu_seconds(svc).items()}
-    row = {"engine": name, "concurrency": c, **summarize(log, secs, reference)}
-    # CPU per answer of every process (the warm-up's share included)
-    n = max(1, len(log)) * (warmup + args.duration) / args.duration
-    row["cpu_ms_per_answer"] = {key: round(v * 1e3 / n, 2) for key, v in sorted(
-        cpu.items(), key=lambda kv: -kv[1]) if v > 0.05}
+    if args.kill_replica is not None and name.startswith("ray"):
+        killer = _Timer(args.warmup + args.kill_replica, lambda: _kill_a_replica(svc))
+    log, bounds, cpu = asyncio.run(load(
+        svc.url, reqs, len(PHOTOS), args.jpeg_share, c, args.warmup, args.duration,
+        args.repeats, args.timeout, args.retries, lambda: _cpu_seconds(svc)))
+    rows = []
+    for k in range(args.repeats):
+        part = [r for r in log if bounds[k] <= r["t0"] < bounds[k + 1]]
+        row = {"engine": name, "concurrency": c,
+               **summarize(part, bounds[k + 1] - bounds[k], reference)}
+        used = _cpu_between(cpu[k], cpu[k + 1])
+        n = max(1, len(part))
+        row["cpu_ms_per_answer"] = {key: round(v * 1e3 / n, 2) for key, v in sorted(
+            used.items(), key=lambda kv: -kv[1]) if v > 0.05}
+        rows.append(row)
     if killer is not None:
-        row["killed_replica_pid"] = killer.result()
-    return row
+        rows[0]["killed_replica_pid"] = killer.result()
+    return rows
 
 
 class _Timer:
@@ -323,8 +352,10 @@ def report(result: Dict[str, Any]) -> str:
         if base and r["concurrency"] == top and r["engine"] != "uvicorn" and base["rps"]:
             met = (r["rps"] >= 1.5 * base["rps"] and r["p99_ms"] is not None
                    and r["p99_ms"] <= 2 * r["p50_ms"])
+            tails = ", ".join(f"{b / a:.2f}" for a, b in zip(r.get("p50_windows", []),
+                                                            r.get("p99_windows", [])) if a)
             out.append(f"{r['engine']} at {top} devices: {r['rps'] / base['rps']:.2f}x the plain "
-                       f"server, p99/p50 {r['p99_ms'] / r['p50_ms']:.2f}"
+                       f"server, p99/p50 {r['p99_ms'] / r['p50_ms']:.2f} (every window: {tails})"
                        f" -> target {'met' if met else 'not met'}")
     return "\n".join(out)
 
