@@ -294,6 +294,11 @@ def _windows(svc: Any, name: str, c: int, args: argparse.Namespace,
              reqs: Sequence[Tuple[str, bytes]], reference: Dict[int, Any]) -> List[Dict[str, Any]]:
     """``--repeats`` consecutive windows of ``c`` devices after ``--warmup`` seconds of the
     same load (one replica killed ``--kill-replica`` seconds into the first)."""
+    from taskcodec.pipeline.server_common import settle_heap
+
+    # the devices' heap holds the model that built the requests: without this, a full
+    # collection of it stalled every device for about 300 ms, a few times a run
+    settle_heap()
     killer = None
     if args.kill_replica is not None and name.startswith("ray"):
         killer = _Timer(args.warmup + args.kill_replica, lambda: _kill_a_replica(svc))
