@@ -99,6 +99,28 @@ def test_edge_load_bench_smoke(weights, tmp_path):
     assert (tmp_path / "edge_load.png").is_file()
 
 
+def test_edge_load_devices_draw_independently_and_cpu_is_read_per_process():
+    """The load test's devices draw their own requests (the asked JPEG share, sequences that
+    differ between devices and repeat for one device), and its CPU reading follows a process
+    through a change of title and counts a process started in between whole."""
+    import importlib.util
+    import itertools
+
+    spec = importlib.util.spec_from_file_location("edge_load_bench", ROOT / "bench" / "edge_load.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seqs = [list(itertools.islice(bench._draw(6, 6, 0.25, j), 4000)) for j in range(3)]
+    for seq in seqs:
+        assert 0.22 < sum(i >= 6 for i in seq) / len(seq) < 0.28
+        assert set(seq) == set(range(12))
+    assert seqs[0] != seqs[1] != seqs[2]
+    assert list(itertools.islice(bench._draw(6, 6, 0.25, 1), 4000)) == seqs[1]
+    assert all(i < 6 for i in itertools.islice(bench._draw(6, 0, 0.25, 0), 500))
+    before = {10: ("ray::Replica", 5.0), 11: ("haproxy", 1.0)}
+    after = {10: ("ray::Replica", 7.5), 11: ("haproxy", 1.25), 12: ("ray::Replica", 0.5)}
+    assert bench._cpu_between(before, after) == {"ray::Replica": 3.0, "haproxy": 0.25}
+
+
 def test_gc_pause_bench_smoke(weights, tmp_path):
     """bench/gc_pause.py on MobileNetV2: the loaded edge's objects are frozen by settle_heap
     and a full collection gets faster; JSON and summary written."""
