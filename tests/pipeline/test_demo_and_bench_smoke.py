@@ -113,7 +113,7 @@ def test_edge_load_devices_draw_independently_and_cpu_is_read_per_process():
     for seq in seqs:
         assert 0.22 < sum(i >= 6 for i in seq) / len(seq) < 0.28
         assert set(seq) == set(range(12))
-    assert seqs[0] != seqs[1] != seqs[2]
+    assert len({tuple(seq) for seq in seqs}) == 3  # every device its own sequence
     assert list(itertools.islice(bench._draw(6, 6, 0.25, 1), 4000)) == seqs[1]
     assert all(i < 6 for i in itertools.islice(bench._draw(6, 0, 0.25, 0), 500))
     before = {10: ("ray::Replica", 5.0), 11: ("haproxy", 1.0)}
