@@ -90,6 +90,16 @@ def eval_views(img: torch.Tensor, n: int, rng: np.random.Generator, prep: Any) -
     return out + [random_view(img, rng, (0.35, 1.0)) for _ in range(n - len(out))]
 
 
+def draw_views(cal_imgs: List[Any], ev_imgs: List[Any], train_views: int, val_views: int,
+               seed: int, prep: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``uint8`` calibration views (random resized crops of 25-100 %) and evaluation views
+    (:func:`eval_views`) of the photos, all drawn from one generator seeded with ``seed``: the
+    benchmarks that take the same seed see the same views."""
+    rng = np.random.default_rng(seed)
+    cal = torch.stack([random_view(im, rng, (0.25, 1.0)) for im in cal_imgs for _ in range(train_views)])
+    return cal, torch.stack([v for im in ev_imgs for v in eval_views(im, val_views, rng, prep)])
+
+
 def batched(fn: Any, x: torch.Tensor, size: int = 64) -> torch.Tensor:
     with torch.inference_mode():
         return torch.cat([fn(x[i:i + size]) for i in range(0, len(x), size)])
@@ -223,9 +233,7 @@ def main(argv: Any = None) -> Dict[str, Any]:
     if args.cuts is None:
         args.cuts = [DEFAULT_CUTS[args.model]]
     source, cal_imgs, ev_imgs = photo_sets(args.source, args.quick)
-    rng = np.random.default_rng(args.seed)
-    cal_u8 = torch.stack([random_view(im, rng, (0.25, 1.0)) for im in cal_imgs for _ in range(args.train_views)])
-    ev_u8 = torch.stack([v for im in ev_imgs for v in eval_views(im, args.val_views, rng, prep)])
+    cal_u8, ev_u8 = draw_views(cal_imgs, ev_imgs, args.train_views, args.val_views, args.seed, prep)
     del cal_imgs, ev_imgs
     x_cal, x_ev = models.normalize(cal_u8, prep), models.normalize(ev_u8, prep)
     p = torch.softmax(batched(model, x_ev), 1)

@@ -47,12 +47,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from split_codecs import DEFAULT_CUTS, batched, eval_views, photo_sets  # noqa: E402
+from split_codecs import DEFAULT_CUTS, batched, draw_views, photo_sets  # noqa: E402
 
 import taskcodec as tc  # noqa: E402
 from taskcodec.nn.transforms import tail_fisher  # noqa: E402
 from taskcodec.zoo import models  # noqa: E402
-from taskcodec.zoo.photos import random_view  # noqa: E402
 
 SCALES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 24))
 BLOCKS = (14, 7, 2)
@@ -196,9 +195,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     model, prep = models.load_model(args.model)
     cut = DEFAULT_CUTS[args.model]
     source, cal_imgs, ev_imgs = photo_sets(args.source, args.quick)
-    rng = np.random.default_rng(args.seed)  # the draws of bench/split_codecs.py, in its order
-    cal_u8 = torch.stack([random_view(im, rng, (0.25, 1.0)) for im in cal_imgs for _ in range(args.train_views)])
-    ev_u8 = torch.stack([v for im in ev_imgs for v in eval_views(im, args.val_views, rng, prep)])
+    cal_u8, ev_u8 = draw_views(cal_imgs, ev_imgs, args.train_views, args.val_views, args.seed, prep)
     head, tail = tc.split.partition(model, cut)
     f_cal = batched(head, models.normalize(cal_u8, prep))
     f_ev = batched(head, models.normalize(ev_u8, prep))
