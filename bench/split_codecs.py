@@ -90,6 +90,19 @@ def eval_views(img: torch.Tensor, n: int, rng: np.random.Generator, prep: Any) -
     return out + [random_view(img, rng, (0.35, 1.0)) for _ in range(n - len(out))]
 
 
+def view_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options that choose the output folder, the photos, the model, the views and the
+    threads: the same in every benchmark that must see this one's views."""
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--source", choices=("auto", "pool", "skimage"), default="auto")
+    ap.add_argument("--model", default="mobilenet_v2", choices=sorted(models.MODELS))
+    ap.add_argument("--train-views", type=int, default=2, help="random crops per calibration photo")
+    ap.add_argument("--val-views", type=int, default=4, help="views per evaluation photo")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true")
+
+
 def draw_views(cal_imgs: List[Any], ev_imgs: List[Any], train_views: int, val_views: int,
                seed: int, prep: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     """``uint8`` calibration views (random resized crops of 25-100 %) and evaluation views
@@ -200,16 +213,12 @@ def load_learned(model_name: str, head: Any, tail: Any, paths: Sequence[Path],
 
 def main(argv: Any = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    ap.add_argument("--source", choices=("auto", "pool", "skimage"), default="auto")
-    ap.add_argument("--model", default="mobilenet_v2", choices=sorted(models.MODELS))
+    view_arguments(ap)
     ap.add_argument("--cuts", nargs="*", default=None, help="default: the shipped codec's cut")
     ap.add_argument("--learned", type=Path, nargs="*", default=[],
                     help="saved tc.nn.SplitCodec files to measure too (the shipped one always is)")
     ap.add_argument("--no-shipped", action="store_true", help="leave out the shipped SplitCodec")
     ap.add_argument("--suffix", default="", help="appended to the output files' names")
-    ap.add_argument("--train-views", type=int, default=2, help="random crops per calibration photo")
-    ap.add_argument("--val-views", type=int, default=4, help="views per evaluation photo")
     ap.add_argument("--bits", type=float, nargs="*", default=[0.75, 1.0, 1.5, 2.0, 3.0],
                     help="rates of FeatureCodec with per-channel steps (bits/element)")
     ap.add_argument("--task-bits", type=float, nargs="*", default=[0.5, 0.75, 1.0, 1.5, 2.0],
@@ -218,9 +227,6 @@ def main(argv: Any = None) -> Dict[str, Any]:
                     help='rates of transform="task" with the top class gradient energy')
     ap.add_argument("--jpeg", type=int, nargs="*", default=[50, 75, 90, 95])
     ap.add_argument("--webp", type=int, nargs="*", default=[50, 75, 90])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

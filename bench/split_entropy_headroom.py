@@ -49,7 +49,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from split_codecs import DEFAULT_CUTS, batched, draw_views, photo_sets  # noqa: E402
+from split_codecs import (DEFAULT_CUTS, batched, code_each, draw_views,  # noqa: E402
+                          photo_sets, view_arguments)
 
 import taskcodec as tc  # noqa: E402
 from taskcodec.nn.transforms import tail_fisher  # noqa: E402
@@ -101,48 +102,47 @@ def scale_bits(q_cal: np.ndarray, q_ev: np.ndarray, block: int) -> Dict[str, flo
             k = (cost + class_bits.reshape(-1, 1, 1, 1)).argmin(0)
             counts = np.bincount(k.ravel(), minlength=len(SCALES)) + 0.01
         payload += float(np.take_along_axis(cost, k[None], 0).sum())
-        used = counts[counts >= 1]
+        used = np.bincount(k.ravel())
+        used = used[used > 0]
         side += float(-(used * np.log2(used / used.sum())).sum())  # an adaptive table's cost
     return {"bits": (payload + side) / q_ev.size, "side": side / q_ev.size}
 
 
-def neighbour_mean(q: np.ndarray) -> np.ndarray:
-    """Rounded mean of the four neighbours of every position of ``q [N, C, H, W]`` (at an edge
-    the missing neighbour is mirrored: the one a step inward), in integers: ``floor((up + down + left + right + 2) / 4)``."""
+def neighbours(q: np.ndarray) -> np.ndarray:
+    """``[4, N, C, H, W]``: the up, down, left and right neighbours of every position of
+    ``q [N, C, H, W]``; at an edge the missing neighbour is mirrored (the one a step inward)."""
     p = np.pad(q.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
-    total = p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1] + p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:]
-    return np.floor_divide(total + 2, 4)
+    return np.stack([p[:, :, :-2, 1:-1], p[:, :, 2:, 1:-1], p[:, :, 1:-1, :-2], p[:, :, 1:-1, 2:]])
 
 
-def neighbour_spread(q: np.ndarray) -> np.ndarray:
-    """Largest minus smallest of the four neighbours of every position (edges mirrored),
-    clipped to 0, 1, 2: a context class for the residual's table."""
-    p = np.pad(q.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
-    nb = np.stack([p[:, :, :-2, 1:-1], p[:, :, 2:, 1:-1], p[:, :, 1:-1, :-2], p[:, :, 1:-1, 2:]])
-    return np.minimum(nb.max(0) - nb.min(0), 2)
+def checkerboard_bits(q_cal: np.ndarray, q_ev: np.ndarray) -> Dict[str, float]:
+    """Bits per element with half the positions predicted from their four neighbours:
+    ``{"checkerboard": one residual table per channel, "checkerboard+spread": the residual's
+    table also chosen by the neighbours' spread}``.
 
-
-def checkerboard_bits(q_cal: np.ndarray, q_ev: np.ndarray, spread: bool = False) -> float:
-    """Bits per element with half the positions predicted from their four neighbours; with
-    ``spread``, the residual's table also depends on the neighbours' spread (3 classes).
-
-    The neighbours of an odd position, mirrored ones included, are all even positions, so a
-    decoder has them before it needs the prediction."""
+    The prediction is the rounded mean ``floor((up + down + left + right + 2) / 4)``, the spread
+    ``max - min`` of the four clipped to 0, 1, 2. The neighbours of an odd position, mirrored
+    ones included, are all even positions, so a decoder has them before it needs either."""
     h, w = q_ev.shape[2:]
     yy, xx = np.mgrid[:h, :w]
-    anchor = (yy + xx) % 2 == 0
-    r_cal, r_ev = q_cal - neighbour_mean(q_cal), q_ev - neighbour_mean(q_ev)
-    k_cal = neighbour_spread(q_cal) if spread else np.zeros(q_cal.shape, np.int64)
-    k_ev = neighbour_spread(q_ev) if spread else np.zeros(q_ev.shape, np.int64)
-    total = 0.0
+    odd = (yy + xx) % 2 == 1
+    anchors = plain = spread = 0.0
     for c in range(q_ev.shape[1]):
-        total += code_bits(q_cal[:, c][:, anchor], q_ev[:, c][:, anchor])
-        rc, re = r_cal[:, c][:, ~anchor], r_ev[:, c][:, ~anchor]
-        kc, ke = k_cal[:, c][:, ~anchor], k_ev[:, c][:, ~anchor]
+        anchors += code_bits(q_cal[:, c][:, ~odd], q_ev[:, c][:, ~odd])
+        (rc, kc), (re, ke) = (_residual_and_spread(q[:, c:c + 1], odd) for q in (q_cal, q_ev))
+        plain += code_bits(rc, re)
         for k in np.unique(ke):
             train = rc[kc == k] if (kc == k).any() else rc  # a class never calibrated: all
-            total += code_bits(train, re[ke == k])
-    return total / q_ev.size
+            spread += code_bits(train, re[ke == k])
+    return {"checkerboard": (anchors + plain) / q_ev.size,
+            "checkerboard+spread": (anchors + spread) / q_ev.size}
+
+
+def _residual_and_spread(q: np.ndarray, odd: np.ndarray) -> Any:
+    """The odd positions' residuals from the neighbours' rounded mean, and their spread class."""
+    nb = neighbours(q)
+    residual = q - np.floor_divide(nb.sum(0) + 2, 4)
+    return residual[..., odd], np.minimum(nb.max(0) - nb.min(0), 2)[..., odd]
 
 
 def headroom_row(label: str, q_cal: np.ndarray, q_ev: np.ndarray, frame_bytes: float) -> Dict[str, Any]:
@@ -154,8 +154,7 @@ def headroom_row(label: str, q_cal: np.ndarray, q_ev: np.ndarray, frame_bytes: f
     for b in blocks:
         s = scale_bits(q_cal, q_ev, b)
         row[f"scales/{b}"], row[f"scales/{b} side"] = s["bits"], s["side"]
-    row["checkerboard"] = checkerboard_bits(q_cal, q_ev)
-    row["checkerboard+spread"] = checkerboard_bits(q_cal, q_ev, spread=True)
+    row.update(checkerboard_bits(q_cal, q_ev))
     best = min(v for k, v in row.items() if k.startswith("checkerboard") or (
         k.startswith("scales/") and not k.endswith("side")))
     row["best_saving_vs_static"] = 1.0 - best / row["static"]
@@ -175,18 +174,11 @@ def table(rows: List[Dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    ap.add_argument("--source", choices=("auto", "pool", "skimage"), default="auto")
-    ap.add_argument("--model", default="mobilenet_v2", choices=sorted(DEFAULT_CUTS))
+    view_arguments(ap)
     ap.add_argument("--task-bits", type=float, nargs="*", default=[1.0, 1.5, 2.0, 4.0],
                     help='rates of FeatureCodec(transform="task") (bits/element)')
     ap.add_argument("--bits", type=float, nargs="*", default=[1.5],
                     help="rates of FeatureCodec with per-channel steps (bits/element)")
-    ap.add_argument("--train-views", type=int, default=2)
-    ap.add_argument("--val-views", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
@@ -202,9 +194,6 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     f_cal = batched(head, models.normalize(cal_u8, prep))
     f_ev = batched(head, models.normalize(ev_u8, prep))
 
-    def frame_bytes(codec: Any) -> float:
-        return float(np.mean([len(codec.compress(f_ev[i:i + 1])) for i in range(len(f_ev))]))
-
     rows: List[Dict[str, Any]] = []
     fisher = tail_fisher(f_cal, tail, target="sampled") if args.task_bits else None
     for label, rates, kw in (("FeatureCodec per channel", args.bits, {}),
@@ -212,11 +201,11 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         for b in rates:
             codec = tc.nn.FeatureCodec.calibrate(f_cal, bits=b, params_in_frame=False, **kw)
             rows.append(headroom_row(f"{label} {b:g} bits", codec.quantize(f_cal), codec.quantize(f_ev),
-                                     frame_bytes(codec)))
+                                     code_each(codec, f_ev)[0]))
     if args.model in tc.nn.SplitCodec.available():
         sc = tc.nn.SplitCodec.pretrained(args.model)
         rows.append(headroom_row("SplitCodec (shipped)", sc.bottleneck.symbols(f_cal),
-                                 sc.bottleneck.symbols(f_ev), frame_bytes(sc)))
+                                 sc.bottleneck.symbols(f_ev), code_each(sc, f_ev)[0]))
     result = {
         "benchmark": "split_entropy_headroom",
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -59,10 +59,14 @@ def test_static_estimate_matches_the_real_coder(hr):
 def test_checkerboard_finds_spatial_structure_and_none_in_noise(hr):
     rng = np.random.default_rng(1)
     smooth_cal, smooth_ev = _smooth(rng, (32, 4, 14, 14)), _smooth(rng, (16, 4, 14, 14))
-    assert hr.checkerboard_bits(smooth_cal, smooth_ev) < 0.8 * hr.static_bits(smooth_cal, smooth_ev)
+    smooth = hr.checkerboard_bits(smooth_cal, smooth_ev)
+    assert smooth["checkerboard"] < 0.8 * hr.static_bits(smooth_cal, smooth_ev)
+    assert smooth["checkerboard+spread"] < 0.8 * hr.static_bits(smooth_cal, smooth_ev)
     noise_cal = np.round(rng.laplace(size=(32, 4, 14, 14)) * 2).astype(np.int64)
     noise_ev = np.round(rng.laplace(size=(16, 4, 14, 14)) * 2).astype(np.int64)
-    assert hr.checkerboard_bits(noise_cal, noise_ev) > hr.static_bits(noise_cal, noise_ev)
+    noise = hr.checkerboard_bits(noise_cal, noise_ev)
+    assert noise["checkerboard"] > hr.static_bits(noise_cal, noise_ev)
+    assert noise["checkerboard+spread"] > hr.static_bits(noise_cal, noise_ev)
 
 
 def test_the_prediction_of_a_predicted_position_uses_only_anchors(hr):
@@ -72,8 +76,8 @@ def test_the_prediction_of_a_predicted_position_uses_only_anchors(hr):
     odd = (yy + xx) % 2 == 1
     changed = q.copy()
     changed[:, :, odd] += rng.integers(-9, 10, size=changed[:, :, odd].shape)
-    for fn in (hr.neighbour_mean, hr.neighbour_spread):
-        assert np.array_equal(fn(q)[:, :, odd], fn(changed)[:, :, odd])
+    assert np.array_equal(hr.neighbours(q)[..., odd], hr.neighbours(changed)[..., odd])
+    assert not np.array_equal(hr.neighbours(q)[..., ~odd], hr.neighbours(changed)[..., ~odd])
 
 
 def test_adaptive_scales_pay_off_only_where_scales_vary(hr):
