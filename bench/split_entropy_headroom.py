@@ -145,7 +145,8 @@ def _residual_and_spread(q: np.ndarray, odd: np.ndarray) -> Any:
     return residual[..., odd], np.minimum(nb.max(0) - nb.min(0), 2)[..., odd]
 
 
-def headroom_row(label: str, q_cal: np.ndarray, q_ev: np.ndarray, frame_bytes: float) -> Dict[str, Any]:
+def headroom_row(label: str, q_cal: np.ndarray, q_ev: np.ndarray,
+                 frame_bytes: float) -> Dict[str, Any]:
     """One row: the frames' real bits per element and every ideal estimate."""
     per_image = q_ev[0].size
     row: Dict[str, Any] = {"codec": label, "frame_bytes": frame_bytes,
@@ -162,7 +163,8 @@ def headroom_row(label: str, q_cal: np.ndarray, q_ev: np.ndarray, frame_bytes: f
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
-    keys = ["frame", "static"] + [f"scales/{b}" for b in BLOCKS] + ["checkerboard", "checkerboard+spread"]
+    keys = (["frame", "static"] + [f"scales/{b}" for b in BLOCKS]
+            + ["checkerboard", "checkerboard+spread"])
     out = ["| codec | B/frame | " + " | ".join(keys) + " | best saving |",
            "|---|---:|" + "---:|" * (len(keys) + 1)]
     for r in rows:
@@ -197,11 +199,12 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     fisher = tail_fisher(f_cal, tail, target="sampled") if args.task_bits else None
     for label, rates, kw in (("FeatureCodec per channel", args.bits, {}),
-                             ("FeatureCodec task", args.task_bits, {"transform": "task", "tail": fisher})):
+                             ("FeatureCodec task", args.task_bits,
+                              {"transform": "task", "tail": fisher})):
         for b in rates:
             codec = tc.nn.FeatureCodec.calibrate(f_cal, bits=b, params_in_frame=False, **kw)
-            rows.append(headroom_row(f"{label} {b:g} bits", codec.quantize(f_cal), codec.quantize(f_ev),
-                                     code_each(codec, f_ev)[0]))
+            rows.append(headroom_row(f"{label} {b:g} bits", codec.quantize(f_cal),
+                                     codec.quantize(f_ev), code_each(codec, f_ev)[0]))
     if args.model in tc.nn.SplitCodec.available():
         sc = tc.nn.SplitCodec.pretrained(args.model)
         rows.append(headroom_row("SplitCodec (shipped)", sc.bottleneck.symbols(f_cal),

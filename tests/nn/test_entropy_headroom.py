@@ -92,7 +92,8 @@ def test_adaptive_scales_pay_off_only_where_scales_vary(hr):
     assert s7["bits"] < 0.87 * static and 0 < s7["side"] < 0.05
     assert s7["bits"] < s2["bits"] and s2["side"] > s7["side"]  # small blocks pay more side info
     flat = np.round(rng.laplace(size=shape) * 2).astype(np.int64)
-    assert hr.scale_bits(flat[:24], flat[24:], 14)["bits"] > 0.98 * hr.static_bits(flat[:24], flat[24:])
+    flat_static = hr.static_bits(flat[:24], flat[24:])
+    assert hr.scale_bits(flat[:24], flat[24:], 14)["bits"] > 0.98 * flat_static
     with pytest.raises(ValueError):
         hr.scale_bits(cal, ev, 3)
 
@@ -112,7 +113,8 @@ def test_split_entropy_headroom_quick(tmp_path):
                     "--out", str(tmp_path)], check=True, env=env, capture_output=True, text=True,
                    timeout=600)
     res = json.loads((tmp_path / "split_entropy_headroom_mobilenet_v2.json").read_text())
-    assert [r["codec"] for r in res["rows"]] == ["FeatureCodec task 1.5 bits", "SplitCodec (shipped)"]
+    assert [r["codec"] for r in res["rows"]] == ["FeatureCodec task 1.5 bits",
+                                                 "SplitCodec (shipped)"]
     for r in res["rows"]:
         # the frames carry a header and a checksum on top of what the static tables need
         assert r["static"] < r["frame"] == pytest.approx(8 * r["frame_bytes"] / (96 * 14 * 14))
