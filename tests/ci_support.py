@@ -62,6 +62,19 @@ def missing(reason: str, install: Optional[str] = None) -> None:
     raise pytest.skip.Exception(msg, allow_module_level=True) from None
 
 
+def require_weights():
+    """The MobileNetV2 checkpoint's path (``taskcodec.nn.weights.ensure_weights``); without the
+    weights the test skips with the way to get them, or fails with the switch on."""
+    __tracebackhide__ = True
+    from taskcodec.errors import MissingWeightsError
+    from taskcodec.nn.weights import ensure_weights
+
+    try:
+        return ensure_weights()
+    except MissingWeightsError as exc:
+        missing(str(exc), WEIGHTS_HINT)
+
+
 def require(module: str, install: Optional[str] = None):
     """The module, imported; without it the test skips, or fails with the switch on. Warnings
     raised while importing are ignored, as pytest.importorskip does."""

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from ci_support import WEIGHTS_HINT, missing, require
+from ci_support import require, require_weights
 
 import taskcodec as tc
 from taskcodec.apps import cli
@@ -114,14 +114,9 @@ def test_device_exit_status_without_an_edge(capsys) -> None:
     for m in ("torch", "torchvision", "httpx", "fastapi", "uvicorn", "jsonschema", "PIL",
               "skimage"):
         require(m)
-    from taskcodec.errors import MissingWeightsError
     from taskcodec.pipeline.procs import free_port
-    from taskcodec.nn.weights import ensure_weights
 
-    try:
-        ensure_weights()
-    except MissingWeightsError as exc:
-        missing(str(exc), WEIGHTS_HINT)
+    require_weights()
     edge = f"http://127.0.0.1:{free_port()}"
     common = ["device", "--edge", edge, "--image", "coffee", "--threads", "1", "--timeout", "2"]
     assert cli.main([*common, "--mode", "split"]) == cli.EXIT_FAILED

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ci_support import WEIGHTS_HINT, missing, require
+from ci_support import require, require_weights
 
 require("torch")
 
@@ -101,13 +101,7 @@ def test_adaptive_scales_pay_off_only_where_scales_vary(hr):
 @pytest.mark.slow
 def test_split_entropy_headroom_quick(tmp_path):
     require("torchvision")
-    from taskcodec.errors import MissingWeightsError
-    from taskcodec.nn.weights import ensure_weights
-
-    try:
-        ensure_weights()
-    except MissingWeightsError as exc:
-        missing(str(exc), WEIGHTS_HINT)
+    require_weights()
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     subprocess.run([sys.executable, str(ROOT / "bench" / "split_entropy_headroom.py"), "--quick",
                     "--out", str(tmp_path)], check=True, env=env, capture_output=True, text=True,

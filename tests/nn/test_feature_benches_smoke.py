@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_support import FASHION_MNIST_HINT, WEIGHTS_HINT, missing, require
+from ci_support import FASHION_MNIST_HINT, missing, require, require_weights
 
 require("torch")
 require("matplotlib")
@@ -41,13 +41,8 @@ def test_features_vit_smoke(tmp_path):
 
 def test_features_mobilenet_smoke(tmp_path):
     require("skimage")
-    from taskcodec.errors import MissingWeightsError
-    from taskcodec.nn.weights import ensure_weights
 
-    try:
-        ensure_weights()
-    except MissingWeightsError as exc:
-        missing(str(exc), WEIGHTS_HINT)
+    require_weights()
     res = _run("features_mobilenet.py", tmp_path, "--quick")
     methods = {r["method"] for r in res["rows"]}
     assert methods == {"float16", "FeatureCodec", "JPEG"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ci_support import WEIGHTS_HINT, missing, require
+from ci_support import require, require_weights
 
 torch = require("torch")
 torchvision = require("torchvision")
@@ -18,14 +18,9 @@ torch.set_num_threads(1)
 def mobilenet_features():
     """features.6 activations of real photos: 8 calibration photos (+ flips), 2 others."""
     require("skimage")
-    from taskcodec.errors import MissingWeightsError
     from taskcodec.zoo import photos
-    from taskcodec.nn.weights import ensure_weights
 
-    try:
-        ensure_weights()
-    except MissingWeightsError as exc:
-        missing(str(exc), WEIGHTS_HINT)
+    require_weights()
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
     weights = MobileNet_V2_Weights.IMAGENET1K_V1

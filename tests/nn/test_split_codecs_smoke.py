@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ci_support import WEIGHTS_HINT, missing, require
+from ci_support import require, require_weights
 
 require("torch")
 require("torchvision")
@@ -23,14 +23,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_split_codecs_quick(tmp_path):
-    from taskcodec.errors import MissingDataError, MissingWeightsError
+    from taskcodec.errors import MissingDataError
     from taskcodec.zoo import pool
-    from taskcodec.nn.weights import ensure_weights
 
-    try:
-        ensure_weights()
-    except MissingWeightsError as exc:
-        missing(str(exc), WEIGHTS_HINT)
+    require_weights()
     try:
         pool.photos("train"), pool.photos("val")
         expected_source = "pool"
